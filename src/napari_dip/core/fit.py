@@ -1,0 +1,428 @@
+"""The DIP fit loop as a generator of frozen snapshots.
+
+``Fitter(target, operator, settings).steps()`` is a generator: each iteration it yields a
+:class:`Snapshot` (iteration, loss, stop signal and, every ``preview_every`` iterations, the
+current and averaged images) and it returns a :class:`FitResult`. Consumers can stop at any yield
+(napari cancels workers there); :meth:`Fitter.result` then gives the best estimate so far.
+:func:`fit` drains the generator for scripts and tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Generator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .devices import resolve_device
+from .inputs import make_input
+from .networks import DIPNet, build_network
+from .operators import Identity, LinearOperator
+from .settings import Settings, get_settings
+from .stopping import StopCheck, WindowedVariance
+
+__all__ = ["DIPMemoryError", "FitResult", "Fitter", "Snapshot", "fit", "check_iterations"]
+
+Export = Callable[[torch.Tensor], Any]
+
+
+class DIPMemoryError(MemoryError):
+    """The fit does not fit in the device's memory; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One iteration of a fit, frozen (images are copies, safe to keep).
+
+    Attributes
+    ----------
+    iteration : int
+        Iterations done (1-based).
+    total : int
+        Iteration count of a fixed fit, or the cap of an automatic one.
+    loss : float or None
+        Data-fit loss of this iteration (None where it was not synchronised to the host).
+    image, ema : array or None
+        Current network output and its running average, exported (e.g. numpy in the input's
+        units), every ``preview_every`` iterations and at the end; None otherwise.
+    stop_signal : float or None
+        The stopping rule's signal (ES-WMV variance) where computed.
+    best_iteration : int
+        Iteration of the best estimate so far (that of the last iteration for fixed fits).
+    stopped : bool
+        The stopping rule fired at this iteration (the fit ends).
+    rolled_back : bool
+        The loss blew up and the weights were restored to the last good checkpoint.
+    message : str or None
+        Human-readable note (rollback, learning-rate change).
+    slice_index, n_slices : int
+        Position in a stack (0 of 1 for a single image).
+    """
+
+    iteration: int
+    total: int
+    loss: float | None
+    image: Any = None
+    ema: Any = None
+    stop_signal: float | None = None
+    best_iteration: int = 0
+    stopped: bool = False
+    rolled_back: bool = False
+    message: str | None = None
+    slice_index: int = 0
+    n_slices: int = 1
+
+    @property
+    def has_images(self) -> bool:
+        return self.ema is not None or self.image is not None
+
+
+@dataclass
+class FitResult:
+    """Outcome of a fit.
+
+    Attributes
+    ----------
+    image
+        The best estimate (exported): the average at the stop point for automatic fits, the final
+        average for fixed fits.
+    iterations, best_iteration : int
+        Iterations done, and the iteration the estimate comes from.
+    stopped_early : bool
+        The automatic rule stopped before the cap.
+    cancelled : bool
+        The consumer stopped the generator before the end.
+    rollbacks : int
+        Loss blow-ups recovered from.
+    seconds : float
+        Wall time of the loop.
+    history : dict
+        ``iteration``/``loss`` (host-synchronised iterations) and ``signal_iteration``/``signal``.
+    """
+
+    image: Any
+    iterations: int
+    best_iteration: int
+    stopped_early: bool = False
+    cancelled: bool = False
+    rollbacks: int = 0
+    seconds: float = 0.0
+    history: dict[str, list] = field(default_factory=dict)
+
+    def history_json(self) -> dict[str, Any]:
+        """The loss and stop-signal curves as plain JSON-able data."""
+        return {"iterations": self.iterations, "best_iteration": self.best_iteration,
+                "stopped_early": self.stopped_early, "cancelled": self.cancelled,
+                "rollbacks": self.rollbacks, "seconds": round(self.seconds, 3),
+                **{k: list(v) for k, v in self.history.items()}}
+
+
+def check_iterations(iterations: int | str) -> int | None:
+    """Validate ``iterations``: a positive int, or ``'auto'`` (returns None).
+
+    Raises
+    ------
+    ValueError
+        For 0, negative numbers, non-integers and other strings.
+    """
+    if isinstance(iterations, str):
+        if iterations.strip().lower() == "auto":
+            return None
+        try:
+            iterations = int(iterations)
+        except ValueError:
+            raise ValueError(f"iterations must be a positive integer or 'auto', got {iterations!r}") from None
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
+        raise ValueError(f"iterations must be a positive integer or 'auto', got {iterations!r}")
+    return int(iterations)
+
+
+def _default_export(x: torch.Tensor) -> np.ndarray:
+    """``(1, C, H, W)`` tensor -> ``(H, W, C)`` float32 numpy copy."""
+    return x[0].detach().float().permute(1, 2, 0).cpu().numpy().copy()
+
+
+def _is_oom(err: BaseException) -> bool:
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    text = str(err).lower()
+    return isinstance(err, (RuntimeError, MemoryError)) and ("out of memory" in text or "can't allocate" in text
+                                                           or "cannot allocate" in text)
+
+
+class Fitter:
+    """One DIP fit of a single ``(1, C, h, w)`` measurement.
+
+    Parameters
+    ----------
+    target : tensor
+        The measurement ``y``, ``(1, C, h, w)``, values in ``[0, 1]``.
+    operator : LinearOperator, optional
+        The forward operator ``A`` (default identity: denoising).
+    settings : Settings, optional
+        Network, input code, optimiser and stopping settings (default: the ``paper`` denoiser).
+    iterations : int or 'auto'
+        A fixed count, or automatic stopping capped at ``settings.iterations``.
+    device : str or torch.device
+        ``'auto'``, ``'cpu'``, ``'cuda'``, ...
+    seed : int
+        Seeds the code z, the weights and the jitter: equal seeds give bit-identical fits on CPU.
+    preview_every : int
+        Export images into snapshots every this many iterations (0: only at the end).
+    export : callable, optional
+        Maps a ``(1, C, H, W)`` tensor in ``[0, 1]`` to what snapshots and the result hold
+        (default: an ``(H, W, C)`` float32 numpy array).
+    net : DIPNet, optional
+        A prebuilt network (its weights are used as they are); default: built from ``settings``.
+    init_state : dict, optional
+        Weights to start from (a warm start from a neighbouring slice).
+    precision : {'auto', 'fp32', 'bf16', 'fp16'}
+        ``'auto'``: bf16 autocast on CUDA, fp32 elsewhere.
+    sync_every : int, optional
+        Copy the loss to the host every this many iterations (default 1 on CPU, 10 on GPUs).
+    """
+
+    def __init__(self, target: torch.Tensor, operator: LinearOperator | None = None,
+                 settings: Settings | None = None, *, iterations: int | str = "auto",
+                 device: str | torch.device = "auto", seed: int = 0, preview_every: int = 0,
+                 export: Export | None = None, net: DIPNet | None = None, init_state: dict | None = None,
+                 precision: str = "auto", sync_every: int | None = None):
+        if target.ndim != 4 or target.shape[0] != 1:
+            raise ValueError(f"target must be a (1, C, H, W) tensor, got shape {tuple(target.shape)}")
+        self.settings = settings or get_settings("paper", "denoise")
+        s = self.settings
+        fixed = check_iterations(iterations)
+        self.auto = fixed is None
+        self.total = s.iterations if self.auto else fixed
+        self.device = resolve_device(device)
+        self.operator = (operator or Identity()).to(self.device)
+        self.target = target.to(self.device, torch.float32)
+        self.export = export or _default_export
+        self.preview_every = int(preview_every)
+        self.seed = int(seed)
+        cuda = self.device.type == "cuda"
+        self.sync_every = int(sync_every or (10 if cuda else 1))
+        if precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"unknown precision {precision!r}; use 'auto', 'fp32', 'bf16' or 'fp16'")
+        self.amp_dtype = None
+        if cuda and precision in ("auto", "bf16"):
+            self.amp_dtype = torch.bfloat16
+        elif cuda and precision == "fp16":
+            self.amp_dtype = torch.float16
+
+        out_shape = self.operator.input_shape(self.target.shape)
+        self.out_size = (int(out_shape[-2]), int(out_shape[-1]))
+        channels = int(self.target.shape[1])
+        if net is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                net = build_network(s.network, s.input_channels, channels, **s.network_kwargs)
+        if net.out_channels != channels:
+            raise ValueError(f"the network makes {net.out_channels} channels, the image has {channels}")
+        if init_state is not None:
+            net.load_state_dict(init_state)
+        m = net.size_multiple
+        h, w = self.out_size
+        # the deepest level needs maps of at least 2x2 (reflection padding), hence >= 2m
+        self.padded = (max(math.ceil(h / m), 2) * m, max(math.ceil(w / m), 2) * m)
+        self.offset = ((self.padded[0] - h) // 2, (self.padded[1] - w) // 2)
+        self.net = net.to(self.device).train()
+        if cuda:
+            self.net = self.net.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
+        z = make_input(net.in_channels, *net.input_size(*self.padded), kind=s.input_kind,
+                       scale=s.input_scale, seed=self.seed)
+        self.z = z.to(self.device, memory_format=torch.channels_last) if cuda else z.to(self.device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=s.lr)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.jitter_gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+        weight = self.operator.loss_weight
+        self.weight = None if weight is None else weight.to(self.device).expand_as(self.target).float()
+        if self.weight is not None and float(self.weight.sum()) == 0:
+            raise ValueError("no pixel of the measurement is known: nothing to fit")
+        self.denominator = self.target.numel() if self.weight is None else float(self.weight.sum())
+        self.rule = WindowedVariance(s.stop_window, s.stop_patience, s.stop_every, s.min_iterations) \
+            if s.stop_rule == "wmv" else None
+        if s.stop_rule not in ("wmv", "none"):
+            raise ValueError(f"unknown stop rule {s.stop_rule!r}; use 'wmv' or 'none'")
+        if self.auto and self.rule is None:
+            raise ValueError("iterations='auto' needs a stopping rule; set stop_rule='wmv'")
+
+        self.iteration = 0
+        self.ema: torch.Tensor | None = None
+        self.last: torch.Tensor | None = None
+        self.best: torch.Tensor | None = None
+        self.best_iteration = 0
+        self.stopped_early = False
+        self.rollbacks = 0
+        self.seconds = 0.0
+        self.history: dict[str, list] = {"iteration": [], "loss": [], "signal_iteration": [], "signal": []}
+        self._checkpoint: dict | None = None
+        self._last_good: float | None = None
+        self._consecutive_rollbacks = 0
+        self._finished = False
+
+    # -- pieces of one iteration ------------------------------------------------------------
+    def _crop(self, x: torch.Tensor) -> torch.Tensor:
+        (oh, ow), (h, w) = self.offset, self.out_size
+        return x[..., oh:oh + h, ow:ow + w]
+
+    def _loss(self, out: torch.Tensor) -> torch.Tensor:
+        pred = self.operator(out)
+        if self.weight is None:
+            return F.mse_loss(pred, self.target)
+        return ((pred - self.target) ** 2 * self.weight).sum() / self.denominator
+
+    def _save_checkpoint(self) -> None:
+        self._checkpoint = {
+            "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
+            "opt": copy.deepcopy(self.optimizer.state_dict()),
+            "ema": None if self.ema is None else self.ema.clone(),
+        }
+
+    def _rollback(self) -> str:
+        self.rollbacks += 1
+        self._consecutive_rollbacks += 1
+        msg = f"loss blew up at iteration {self.iteration}; restored the last good weights"
+        if self._checkpoint is not None:
+            self.net.load_state_dict(self._checkpoint["net"])
+            self.optimizer.load_state_dict(copy.deepcopy(self._checkpoint["opt"]))
+            self.ema = None if self._checkpoint["ema"] is None else self._checkpoint["ema"].clone()
+        if self._consecutive_rollbacks >= 3:
+            for group in self.optimizer.param_groups:
+                group["lr"] *= 0.5
+            msg += f"; learning rate halved to {self.optimizer.param_groups[0]['lr']:.3g}"
+            self._consecutive_rollbacks = 0
+        return msg
+
+    def _estimate(self) -> torch.Tensor | None:
+        """Best estimate so far: the average at the stop-signal minimum (auto) or the latest."""
+        if self.auto and self.best is not None:
+            return self.best
+        return self.ema if self.ema is not None else self.last
+
+    # -- public -----------------------------------------------------------------------------
+    def steps(self) -> Generator[Snapshot, None, FitResult]:
+        """Run the fit, yielding a snapshot per iteration; returns the :class:`FitResult`."""
+        if self._finished:
+            raise RuntimeError("this fit has already run; make a new Fitter")
+        s = self.settings
+        autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
+                    else nullcontext())
+        start = time.perf_counter()
+        try:
+            while self.iteration < self.total:
+                self.iteration += 1
+                it = self.iteration
+                z = self.z
+                if s.reg_noise_std > 0:
+                    z = z + s.reg_noise_std * torch.randn(z.shape, generator=self.jitter_gen,
+                                                          device=self.device, dtype=z.dtype)
+                with autocast:
+                    out = self._crop(self.net(z)).float()
+                    loss = self._loss(out)
+                sync = it % self.sync_every == 0 or it == 1 or it == self.total
+                loss_value = float(loss.detach()) if sync else None
+                rolled, message = False, None
+                if sync:
+                    bad = not math.isfinite(loss_value) or (
+                        self._last_good is not None and loss_value > s.rollback_factor * self._last_good)
+                    if bad:
+                        message, rolled = self._rollback(), True
+                if not rolled:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    if self.scaler is not None:
+                        self.scaler.scale(loss).backward()
+                        self.scaler.step(self.optimizer)
+                        self.scaler.update()
+                    else:
+                        loss.backward()
+                        self.optimizer.step()
+                    with torch.no_grad():
+                        out = out.detach()
+                        self.last = out
+                        if s.ema > 0:
+                            self.ema = out.clone() if self.ema is None else self.ema.mul_(s.ema).add_(out, alpha=1 - s.ema)
+                    if sync:
+                        self._last_good = loss_value
+                        self._consecutive_rollbacks = 0
+                        if self._checkpoint is None or it % s.checkpoint_every == 0:
+                            self._save_checkpoint()
+                    check = self.rule.update(it, out) if self.rule is not None else StopCheck()
+                    if check.improved:
+                        self.best = (self.ema if self.ema is not None else out).clone()
+                        self.best_iteration = it
+                    if check.signal is not None:
+                        self.history["signal_iteration"].append(it)
+                        self.history["signal"].append(check.signal)
+                    stop = self.auto and check.stop
+                else:
+                    check, stop = StopCheck(), False
+                if loss_value is not None:
+                    self.history["iteration"].append(it)
+                    self.history["loss"].append(loss_value)
+                if not self.auto:
+                    self.best_iteration = it
+                last = stop or it == self.total
+                preview = last or (self.preview_every > 0 and it % self.preview_every == 0)
+                self.seconds = time.perf_counter() - start
+                snap = Snapshot(
+                    iteration=it, total=self.total, loss=loss_value,
+                    image=self.export(self.last) if preview and self.last is not None else None,
+                    ema=self.export(self.ema) if preview and self.ema is not None else None,
+                    stop_signal=check.signal, best_iteration=self.best_iteration, stopped=stop,
+                    rolled_back=rolled, message=message)
+                yield snap
+                if stop:
+                    self.stopped_early = it < self.total
+                    break
+        except Exception as err:
+            if _is_oom(err):
+                raise DIPMemoryError(
+                    f"out of memory on {self.device} fitting a {self.padded[0]}x{self.padded[1]} image with "
+                    f"the {s.network!r} network: use the 'fast' preset, a smaller image or crop, tiling, "
+                    f"or another device (original error: {str(err).splitlines()[0]})") from err
+            raise
+        finally:
+            self.seconds = time.perf_counter() - start
+        self._finished = True
+        return self.result()
+
+    def result(self, cancelled: bool = False) -> FitResult:
+        """The best estimate so far (callable at any time, e.g. after cancelling)."""
+        est = self._estimate()
+        if est is None:
+            raise RuntimeError("no iteration has run yet: there is no result")
+        return FitResult(image=self.export(est), iterations=self.iteration,
+                         best_iteration=self.best_iteration if self.auto and self.best is not None else self.iteration,
+                         stopped_early=self.stopped_early, cancelled=cancelled, rollbacks=self.rollbacks,
+                         seconds=self.seconds, history={k: list(v) for k, v in self.history.items()})
+
+    @property
+    def state(self) -> dict[str, torch.Tensor]:
+        """Current network weights (CPU copies), e.g. to warm-start the next slice."""
+        return {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+
+
+def drain(gen: Generator[Snapshot, None, Any], callback: Callable[[Snapshot], Any] | None = None) -> Any:
+    """Run a snapshot generator to the end, calling ``callback`` on each snapshot; return its value."""
+    while True:
+        try:
+            snap = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if callback is not None:
+            callback(snap)
+
+
+def fit(target: torch.Tensor, operator: LinearOperator | None = None, settings: Settings | None = None, *,
+        callback: Callable[[Snapshot], Any] | None = None, **kwargs) -> FitResult:
+    """Run a whole fit (see :class:`Fitter` for the arguments); ``callback`` gets each snapshot."""
+    return drain(Fitter(target, operator, settings, **kwargs).steps(), callback)

@@ -1,0 +1,110 @@
+"""Fit settings and the named presets (``paper``, ``fast``) for each task.
+
+The ``paper`` preset reproduces the reference notebooks' settings (see
+``docs/engine.md``); ``fast`` is a light net for CPUs (about 30x fewer multiply-adds per pixel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+__all__ = ["Settings", "TASKS", "PRESETS", "get_settings"]
+
+TASKS = ("denoise", "inpaint", "super_resolve")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that defines one DIP fit, apart from the data.
+
+    Attributes
+    ----------
+    network, network_kwargs
+        Builder name from :data:`napari_dip.core.networks.NETWORKS` and its keyword arguments.
+    input_channels, input_kind, input_scale
+        The code z: ``input_channels`` channels of ``U(0, 1) * input_scale`` noise (``'noise'``)
+        or a 2-channel ``'meshgrid'``.
+    lr : float
+        Adam learning rate.
+    reg_noise_std : float
+        Standard deviation of the per-iteration jitter added to z (0 disables it).
+    ema : float
+        Weight of the exponential moving average of outputs (0 disables averaging).
+    iterations : int
+        Iterations of a fixed-count fit; also the cap of an automatic (``'auto'``) fit.
+    stop_window, stop_patience, stop_every
+        ES-WMV: the variance of outputs over a window of ``stop_window`` iterations (sampled every
+        ``stop_every``); stop after ``stop_patience`` iterations without a new minimum.
+    rollback_factor : float
+        Roll back to the last good weights if the loss exceeds this multiple of the last good
+        loss (10**0.5 = a 5 dB PSNR drop, as in the reference code), or is not finite.
+    """
+
+    network: str = "skip"
+    network_kwargs: dict[str, Any] = field(default_factory=dict)
+    input_channels: int = 32
+    input_kind: str = "noise"
+    input_scale: float = 0.1
+    lr: float = 0.01
+    reg_noise_std: float = 1.0 / 30.0
+    ema: float = 0.99
+    iterations: int = 3000
+    stop_rule: str = "wmv"
+    stop_window: int = 100
+    stop_patience: int = 500
+    stop_every: int = 5
+    min_iterations: int = 100
+    rollback_factor: float = 10 ** 0.5
+    checkpoint_every: int = 25
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes``; unknown names raise a ``TypeError`` listing the valid ones."""
+        names = {f.name for f in fields(self)}
+        unknown = set(changes) - names
+        if unknown:
+            raise TypeError(f"unknown setting(s) {sorted(unknown)}; valid settings: {sorted(names)}")
+        return replace(self, **changes)
+
+
+_PAPER_SKIP = dict(channels_down=(128,) * 5, channels_up=(128,) * 5, channels_skip=(4,) * 5,
+                   upsample="bilinear", pad="reflection")
+_FAST_SKIP = dict(channels_down=(16, 32, 64, 128, 128), channels_up=(16, 32, 64, 128, 128),
+                  channels_skip=(4,) * 5, upsample="bilinear", pad="reflection", need1x1_up=False)
+
+PRESETS: dict[str, dict[str, Settings]] = {
+    "paper": {
+        "denoise": Settings(network_kwargs=_PAPER_SKIP, iterations=3000),
+        "inpaint": Settings(network_kwargs={**_PAPER_SKIP, "channels_skip": (128,) * 5, "upsample": "nearest"},
+                            reg_noise_std=0.03, iterations=6000),
+        "super_resolve": Settings(network_kwargs=_PAPER_SKIP, reg_noise_std=0.03, iterations=2000),
+    },
+    "fast": {
+        "denoise": Settings(network_kwargs=_FAST_SKIP, iterations=3000),
+        "inpaint": Settings(network_kwargs={**_FAST_SKIP, "upsample": "nearest"}, reg_noise_std=0.03,
+                            iterations=3000),
+        "super_resolve": Settings(network_kwargs=_FAST_SKIP, reg_noise_std=0.03, iterations=2000),
+    },
+}
+
+
+def get_settings(preset: str | Settings = "paper", task: str = "denoise", **overrides: Any) -> Settings:
+    """Settings of ``preset`` for ``task``, with ``overrides`` applied.
+
+    Raises
+    ------
+    ValueError
+        For an unknown preset or task.
+    TypeError
+        For unknown override names.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
+    if isinstance(preset, Settings):
+        base = preset
+    else:
+        try:
+            base = PRESETS[preset][task]
+        except KeyError:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}") from None
+    return base.replace(**overrides) if overrides else base
