@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "denoise", "inpaint", "super_resolve", "Restoration"]
+_APPLICATIONS = ("restore_blind", "enhance", "flash_no_flash", "pre_image", "activation_maximisation",
+                 "architecture_study")
+__all__ = ["__version__", "denoise", "inpaint", "super_resolve", "Restoration", *_APPLICATIONS]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .core.api import denoise, inpaint, super_resolve
@@ -25,4 +27,8 @@ def __getattr__(name: str):
         from .core.restore import Restoration
 
         return Restoration
+    if name in _APPLICATIONS:
+        from . import applications
+
+        return getattr(applications, name)
     raise AttributeError(f"module 'napari_dip' has no attribute {name!r}")

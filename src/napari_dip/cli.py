@@ -86,7 +86,8 @@ def _factor(value: str) -> int:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", type=Path, help="input image (TIFF, PNG or JPEG); never modified")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output file (.tif keeps float32 values)")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output file (.tif keeps float32 values; .zarr: a resumable store written plane by plane)")
     p.add_argument("--iterations", type=_iterations, default="auto",
                    help="a positive number, or 'auto' for automatic stopping (default)")
     p.add_argument("--preset", choices=["paper", "fast"], default="paper", help="network preset (default paper)")
@@ -97,6 +98,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", type=Path, default=None, help="write the loss/stop-signal curves as JSON here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="dask scheduler address (tcp://host:8786): fit the planes on that cluster's workers")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="with an OUT.zarr output: continue an interrupted run of the same job (default on)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
 
     sub.add_parser("info", help="show devices, presets and network sizes")
+
+    from .applications.cli import register as register_applications  # here: avoids an import cycle
+
+    register_applications(sub)
     return parser
 
 
@@ -138,7 +147,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
-    from .io import TIFF_SUFFIXES, _OTHER_SUFFIXES
+    from .io import _OTHER_SUFFIXES, TIFF_SUFFIXES
 
     for src in inputs:
         if _same_file(output, src) or output.resolve() == src.resolve():
@@ -167,17 +176,24 @@ def _run_restoration(args: argparse.Namespace) -> int:
     from .io import write_image
 
     task = {"denoise": "denoise", "inpaint": "inpaint", "super-resolve": "super_resolve"}[args.command]
+    kwargs: dict[str, Any] = dict(iterations=args.iterations, preset=args.preset, device=args.device,
+                                  seed=args.seed, channel_axis=args.channel_axis)
+    if task == "super_resolve":
+        kwargs.update(factor=args.factor, kernel=args.kernel)
+    if args.output.suffix.lower() == ".zarr" or args.scheduler is not None:
+        try:
+            from .distributed.cli import run_cli
+        except ImportError as err:
+            raise CLIError(f"--scheduler and .zarr outputs need dask, distributed and zarr "
+                           f"(pip install 'napari-dip[distributed]'): {err}") from None
+        return run_cli(args, task, kwargs)
     inputs = [args.input] + ([args.mask] if task == "inpaint" else [])
     _check_output(args.output, inputs, args.overwrite)
     if args.log is not None:
         _check_output_log(args.log, inputs + [args.output], args.overwrite)
     image = _read(args.input)
-    kwargs: dict[str, Any] = dict(iterations=args.iterations, preset=args.preset, device=args.device,
-                                  seed=args.seed, channel_axis=args.channel_axis)
     if task == "inpaint":
         kwargs["mask"] = _read(args.mask)
-    if task == "super_resolve":
-        kwargs.update(factor=args.factor, kernel=args.kernel)
     try:
         job = Restoration(task, image, **kwargs)
     except (ValueError, TypeError, RuntimeError) as err:
@@ -262,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"demo": _run_demo, "info": _run_info}
-    handler = handlers.get(args.command, _run_restoration)
+    handler = getattr(args, "handler", None) or handlers.get(args.command, _run_restoration)
     try:
         return handler(args)
     except CLIError as err:

@@ -25,7 +25,13 @@ _DOC_COMMON = """
         Axis holding channels. By default an array whose last axis has 3 or 4 entries is RGB(A);
         any other array is grayscale (a stack over its leading axes).
     callback : callable, optional
-        Called with each :class:`~napari_dip.core.fit.Snapshot`.
+        Called with each :class:`~napari_dip.core.fit.Snapshot` (not with ``scheduler``/``store``).
+    scheduler : str or distributed.Client, optional
+        Fit the planes as dask tasks on a cluster (``'tcp://host:8786'``); needs
+        ``napari-dip[distributed]``. See :func:`napari_dip.distributed.restore_stack`.
+    store : str or path, optional
+        Write the output plane by plane into this ``.zarr`` store (resumable: running the same job
+        again skips finished planes) and return it as a zarr array instead of a numpy array.
     **options
         ``preview_every``, ``precision``, ``warm_start``, ``rgb`` and any
         :class:`~napari_dip.core.settings.Settings` field (``lr``, ``reg_noise_std``, ``ema``, ...).
@@ -37,7 +43,14 @@ _DOC_COMMON = """
 """
 
 
-def _run(task: str, image, callback, **kwargs) -> np.ndarray:
+def _run(task: str, image, callback, *, scheduler=None, store=None, **kwargs):
+    if scheduler is not None or store is not None:
+        from ..distributed import restore_stack  # dask is only imported here, never by the core
+
+        if callback is not None:
+            raise ValueError("callback (per-iteration snapshots) is not available with scheduler= or store=; "
+                             "use napari_dip.distributed.restore_stack(..., on_plane_done=...) to follow planes")
+        return restore_stack(task, image, store=store, scheduler=scheduler, **kwargs)
     return Restoration(task, image, **kwargs).run(callback)
 
 

@@ -26,7 +26,7 @@ from .inputs import make_input
 from .networks import DIPNet, build_network
 from .operators import Identity, LinearOperator
 from .settings import Settings, get_settings
-from .stopping import StopCheck, WindowedVariance
+from .stopping import HoldOut, StopCheck, WindowedVariance, holdout_mask
 
 __all__ = ["DIPMemoryError", "FitResult", "Fitter", "Snapshot", "fit", "check_iterations"]
 
@@ -183,6 +183,9 @@ class Fitter:
         A prebuilt network (its weights are used as they are); default: built from ``settings``.
     init_state : dict, optional
         Weights to start from (a warm start from a neighbouring slice).
+    input : tensor, optional
+        A fixed network input ``(1, in_channels, H, W)`` at the output size (e.g. the flash image
+        of flash/no-flash) instead of the random code; it is reflect-padded like the output.
     precision : {'auto', 'fp32', 'bf16', 'fp16'}
         ``'auto'``: bf16 autocast on CUDA, fp32 elsewhere.
     sync_every : int, optional
@@ -193,7 +196,7 @@ class Fitter:
                  settings: Settings | None = None, *, iterations: int | str = "auto",
                  device: str | torch.device = "auto", seed: int = 0, preview_every: int = 0,
                  export: Export | None = None, net: DIPNet | None = None, init_state: dict | None = None,
-                 precision: str = "auto", sync_every: int | None = None):
+                 precision: str = "auto", sync_every: int | None = None, input: torch.Tensor | None = None):
         if target.ndim != 4 or target.shape[0] != 1:
             raise ValueError(f"target must be a (1, C, H, W) tensor, got shape {tuple(target.shape)}")
         self.settings = settings or get_settings("paper", "denoise")
@@ -230,33 +233,56 @@ class Fitter:
             net.load_state_dict(init_state)
         m = net.size_multiple
         h, w = self.out_size
-        # the deepest level needs maps of at least 2x2 (reflection padding), hence >= 2m
-        self.padded = (max(math.ceil(h / m), 2) * m, max(math.ceil(w / m), 2) * m)
+        # the deepest maps must be larger than their reflection padding: at least net.min_cells * m
+        cells = net.min_cells
+        self.padded = (max(math.ceil(h / m), cells) * m, max(math.ceil(w / m), cells) * m)
         self.offset = ((self.padded[0] - h) // 2, (self.padded[1] - w) // 2)
         self.net = net.to(self.device).train()
         if cuda:
             self.net = self.net.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
-        z = make_input(net.in_channels, *net.input_size(*self.padded), kind=s.input_kind,
-                       scale=s.input_scale, seed=self.seed)
+        if input is None:
+            z = make_input(net.in_channels, *net.input_size(*self.padded), kind=s.input_kind,
+                           scale=s.input_scale, seed=self.seed)
+        else:
+            if input.ndim != 4 or input.shape[0] != 1 or input.shape[1] != net.in_channels \
+                    or tuple(input.shape[-2:]) != self.out_size:
+                raise ValueError(f"input must be (1, {net.in_channels}, {h}, {w}), got {tuple(input.shape)}")
+            (top, left), (ph, pw) = self.offset, self.padded
+            bottom, right = ph - h - top, pw - w - left
+            mode = "reflect" if max(top, bottom) < h and max(left, right) < w else "replicate"
+            z = F.pad(input.float(), (left, right, top, bottom), mode=mode)
         self.z = z.to(self.device, memory_format=torch.channels_last) if cuda else z.to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=s.lr)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.jitter_gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         weight = self.operator.loss_weight
-        self.weight = None if weight is None else weight.to(self.device).expand_as(self.target).float()
-        if self.weight is not None and float(self.weight.sum()) == 0:
+        weight = torch.ones_like(self.target[:, :1]) if weight is None else weight.to(self.device).float()
+        if float(weight.sum()) == 0:
             raise ValueError("no pixel of the measurement is known: nothing to fit")
-        self.denominator = self.target.numel() if self.weight is None else float(self.weight.sum())
-        self.rule = WindowedVariance(s.stop_window, s.stop_patience, s.stop_every, s.min_iterations) \
-            if s.stop_rule == "wmv" else None
-        if s.stop_rule not in ("wmv", "none"):
-            raise ValueError(f"unknown stop rule {s.stop_rule!r}; use 'wmv' or 'none'")
+        self.rule: HoldOut | WindowedVariance | None = None
+        if s.stop_rule == "holdout" and self.auto:  # a fixed-count fit uses every pixel
+            held = holdout_mask(tuple(self.target.shape[-2:]), s.holdout_fraction, self.seed).to(self.device)
+            held = held * (weight > 0).float()
+            if float(held.sum()) == 0 or float((weight * (1 - held)).sum()) == 0:
+                held = torch.zeros_like(held)  # too few pixels to hold any out: fall back to ES-WMV
+            else:
+                weight = weight * (1 - held)
+                self.rule = HoldOut(self.operator, self.target, held, s.stop_patience, s.stop_every,
+                                    s.min_iterations)
+        if self.rule is None and (s.stop_rule == "wmv" or (s.stop_rule == "holdout" and self.auto)):
+            self.rule = WindowedVariance(s.stop_window, s.stop_patience, s.stop_every, s.min_iterations)
+        elif s.stop_rule not in ("holdout", "wmv", "none"):
+            raise ValueError(f"unknown stop rule {s.stop_rule!r}; use 'holdout', 'wmv' or 'none'")
         if self.auto and self.rule is None:
-            raise ValueError("iterations='auto' needs a stopping rule; set stop_rule='wmv'")
+            raise ValueError("iterations='auto' needs a stopping rule; use stop_rule='holdout' or 'wmv'")
+        self.weight = weight.expand_as(self.target).contiguous()
+        self.denominator = float(self.weight.sum())
+        self.all_weights_one = bool((self.weight == 1).all())
 
         self.iteration = 0
-        self.ema: torch.Tensor | None = None
+        self._ema_sum: torch.Tensor | None = None  # biased running average (Adam-style)
+        self.ema: torch.Tensor | None = None  # its bias-corrected value
         self.last: torch.Tensor | None = None
         self.best: torch.Tensor | None = None
         self.best_iteration = 0
@@ -264,6 +290,7 @@ class Fitter:
         self.rollbacks = 0
         self.seconds = 0.0
         self.history: dict[str, list] = {"iteration": [], "loss": [], "signal_iteration": [], "signal": []}
+        self._ema_steps = 0
         self._checkpoint: dict | None = None
         self._last_good: float | None = None
         self._consecutive_rollbacks = 0
@@ -276,7 +303,7 @@ class Fitter:
 
     def _loss(self, out: torch.Tensor) -> torch.Tensor:
         pred = self.operator(out)
-        if self.weight is None:
+        if self.all_weights_one:
             return F.mse_loss(pred, self.target)
         return ((pred - self.target) ** 2 * self.weight).sum() / self.denominator
 
@@ -284,7 +311,7 @@ class Fitter:
         self._checkpoint = {
             "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
             "opt": copy.deepcopy(self.optimizer.state_dict()),
-            "ema": None if self.ema is None else self.ema.clone(),
+            "ema": None if self._ema_sum is None else (self._ema_sum.clone(), self._ema_steps),
         }
 
     def _rollback(self) -> str:
@@ -294,7 +321,10 @@ class Fitter:
         if self._checkpoint is not None:
             self.net.load_state_dict(self._checkpoint["net"])
             self.optimizer.load_state_dict(copy.deepcopy(self._checkpoint["opt"]))
-            self.ema = None if self._checkpoint["ema"] is None else self._checkpoint["ema"].clone()
+            if self._checkpoint["ema"] is not None:
+                ema_sum, self._ema_steps = self._checkpoint["ema"]
+                self._ema_sum = ema_sum.clone()
+                self.ema = self._ema_sum / (1 - self.settings.ema ** self._ema_steps)
         if self._consecutive_rollbacks >= 3:
             for group in self.optimizer.param_groups:
                 group["lr"] *= 0.5
@@ -349,15 +379,20 @@ class Fitter:
                         out = out.detach()
                         self.last = out
                         if s.ema > 0:
-                            self.ema = out.clone() if self.ema is None else self.ema.mul_(s.ema).add_(out, alpha=1 - s.ema)
+                            if self._ema_sum is None:
+                                self._ema_sum = torch.zeros_like(out)
+                            self._ema_sum.mul_(s.ema).add_(out, alpha=1 - s.ema)
+                            self._ema_steps += 1
+                            self.ema = self._ema_sum / (1 - s.ema ** self._ema_steps)
                     if sync:
                         self._last_good = loss_value
                         self._consecutive_rollbacks = 0
                         if self._checkpoint is None or it % s.checkpoint_every == 0:
                             self._save_checkpoint()
-                    check = self.rule.update(it, out) if self.rule is not None else StopCheck()
+                    estimate = self.ema if self.ema is not None else out
+                    check = self.rule.update(it, out, estimate) if self.rule is not None else StopCheck()
                     if check.improved:
-                        self.best = (self.ema if self.ema is not None else out).clone()
+                        self.best = estimate.clone()
                         self.best_iteration = it
                     if check.signal is not None:
                         self.history["signal_iteration"].append(it)

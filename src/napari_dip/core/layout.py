@@ -122,7 +122,8 @@ def infer_layout(shape: tuple[int, ...], channel_axis: int | None = None, rgb: b
 
     An ``(H, W, 3)`` or ``(H, W, 4)`` array (or a stack of them, last axis of size 3 or 4 with
     ``ndim >= 3``) is RGB(A), as napari guesses, unless ``rgb=False`` or ``channel_axis`` says
-    otherwise. ``channel_axis`` may be negative.
+    otherwise. With neither given, a last axis of size 1 is a single channel (``(H, W, 1)`` is one
+    grayscale image, not H images one pixel wide). ``channel_axis`` may be negative.
 
     Raises
     ------
@@ -141,6 +142,8 @@ def infer_layout(shape: tuple[int, ...], channel_axis: int | None = None, rgb: b
             raise ValueError(f"channel_axis {channel_axis} would split the Y, X plane of shape {shape}; "
                              "use a leading axis or the last one")
         return Layout(tuple(shape), channel_axis, bool(rgb) and channel_axis == ndim - 1)
+    if rgb is None and ndim >= 3 and shape[-1] == 1:
+        return Layout(tuple(shape), ndim - 1, False)
     if rgb is None:
         rgb = ndim >= 3 and shape[-1] in (3, 4)
     if rgb:

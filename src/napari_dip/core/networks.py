@@ -117,6 +117,9 @@ class DIPNet(nn.Module):
         Channels of the code ``z`` and of the produced image.
     size_multiple : int
         Image height and width must be multiples of this (the fit loop pads and crops).
+    min_cells : int
+        Height and width must be at least ``min_cells * size_multiple``, so the deepest maps are
+        larger than their reflection padding.
     input_downscale : int
         The code has spatial size ``(H // input_downscale, W // input_downscale)``.
     name : str
@@ -126,6 +129,7 @@ class DIPNet(nn.Module):
     in_channels: int
     out_channels: int
     size_multiple: int = 1
+    min_cells: int = 1
     input_downscale: int = 1
     name: str = "net"
 
@@ -182,6 +186,7 @@ class SkipNet(DIPNet):
         ups = _per_level(upsample, n, "upsample")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.size_multiple = 2 ** n
+        self.min_cells = max(2, max(kd + ku) // 2 + 1)
         cins = [in_channels] + list(channels_down[:-1])
         deeper = None
         for i in reversed(range(n)):
@@ -208,6 +213,7 @@ class UNet(DIPNet):
         self.in_channels, self.out_channels = in_channels, out_channels
         n = len(channels)
         self.size_multiple = 2 ** (n - 1)
+        self.min_cells = 2
         self.inc = nn.Sequential(_cbr(in_channels, channels[0], 3, pad=pad, act=act),
                                  _cbr(channels[0], channels[0], 3, pad=pad, act=act))
         pool = nn.MaxPool2d(2) if downsample == "max" else nn.AvgPool2d(2)

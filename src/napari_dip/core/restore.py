@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .fit import Fitter, FitResult, Snapshot, drain
+from .fit import FitResult, Fitter, Snapshot, drain
 from .layout import Intensity, check_image, check_mask, get_plane, infer_layout, put_plane
 from .operators import Downsampler, Identity, LinearOperator, Mask
 from .settings import TASKS, get_settings

@@ -33,9 +33,11 @@ class Settings:
         Weight of the exponential moving average of outputs (0 disables averaging).
     iterations : int
         Iterations of a fixed-count fit; also the cap of an automatic (``'auto'``) fit.
-    stop_window, stop_patience, stop_every
-        ES-WMV: the variance of outputs over a window of ``stop_window`` iterations (sampled every
-        ``stop_every``); stop after ``stop_patience`` iterations without a new minimum.
+    stop_rule : {'holdout', 'wmv', 'none'}
+        Signal of automatic stopping (see :mod:`napari_dip.core.stopping`): the error on held-out
+        pixels (``holdout_fraction`` of them), or ES-WMV over ``stop_window`` iterations.
+        Signals are computed every ``stop_every`` iterations; the fit stops after
+        ``stop_patience`` iterations without a new minimum, never before ``min_iterations``.
     rollback_factor : float
         Roll back to the last good weights if the loss exceeds this multiple of the last good
         loss (10**0.5 = a 5 dB PSNR drop, as in the reference code), or is not finite.
@@ -50,9 +52,10 @@ class Settings:
     reg_noise_std: float = 1.0 / 30.0
     ema: float = 0.99
     iterations: int = 3000
-    stop_rule: str = "wmv"
+    stop_rule: str = "holdout"
+    holdout_fraction: float = 0.05
     stop_window: int = 100
-    stop_patience: int = 500
+    stop_patience: int = 400
     stop_every: int = 5
     min_iterations: int = 100
     rollback_factor: float = 10 ** 0.5

@@ -1,0 +1,112 @@
+"""Turning the widgets' options into a core :class:`~napari_dip.core.restore.Restoration`, and
+its outputs into layer data.
+
+Building a restoration validates everything (shapes, mask, factor, device) in the caller's
+thread, so mistakes surface at once as clear ``ValueError``/``TypeError``/``RuntimeError``s;
+the fit itself runs later, in a worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .layers import ImageInput
+
+__all__ = ["RunOptions", "build_restoration", "empty_output", "finished_output"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the user chose in a widget.
+
+    Attributes
+    ----------
+    iterations : int
+        Iterations of a fixed fit, or the most an automatic fit may run.
+    auto_stop : bool
+        Stop each plane automatically (ES-WMV) and keep the most stable estimate.
+    preset : str
+        ``'paper'`` (the reference networks) or ``'fast'`` (a light network for CPUs).
+    device : str
+        ``'auto'``, ``'cpu'``, ``'cuda'``, ...
+    seed : int
+        Random seed: the same seed and inputs give the same result on a CPU.
+    preview_every : int
+        Send the current estimate to the output layer every this many iterations (0: at the end
+        of each plane only).
+    warm_start : bool
+        Start each plane of a stack from the previous plane's weights.
+    factor : int
+        Super-resolution factor (ignored by other tasks).
+    kernel : str
+        Super-resolution downsampling kernel, ``'lanczos2'`` or ``'bicubic'``.
+    overrides : dict, optional
+        Any other :class:`~napari_dip.core.settings.Settings` field (``lr``, ``ema``, ...), for
+        scripts.
+    """
+
+    iterations: int = 3000
+    auto_stop: bool = True
+    preset: str = "fast"
+    device: str = "auto"
+    seed: int = 0
+    preview_every: int = 25
+    warm_start: bool = False
+    factor: int = 4
+    kernel: str = "lanczos2"
+    overrides: dict[str, Any] | None = None
+
+
+def build_restoration(task: str, inp: ImageInput, options: RunOptions, mask: np.ndarray | None = None):
+    """A ready-to-run :class:`~napari_dip.core.restore.Restoration` for ``inp``.
+
+    With ``auto_stop``, ``iterations`` caps the automatic fit; otherwise it is the exact count.
+
+    Raises
+    ------
+    ValueError, TypeError, RuntimeError
+        For anything the core rejects (bad shapes or dtypes, empty mask, bad factor, a device
+        this machine lacks), with the core's message.
+    """
+    from ..core.devices import resolve_device
+    from ..core.restore import Restoration
+    from ..core.settings import get_settings
+
+    resolve_device(options.device)  # fail here, not in the worker, for a missing GPU
+    overrides = dict(options.overrides or {})
+    if options.auto_stop:
+        overrides["iterations"] = int(options.iterations)
+        iterations: int | str = "auto"
+    else:
+        iterations = int(options.iterations)
+    settings = get_settings(options.preset, task, **overrides)
+    kwargs: dict[str, Any] = {}
+    if task == "inpaint":
+        kwargs["mask"] = mask
+    if task == "super_resolve":
+        kwargs["factor"] = options.factor
+        kwargs["kernel"] = options.kernel
+    return Restoration(task, inp.data, iterations=iterations, preset=settings, device=options.device,
+                       seed=int(options.seed), rgb=inp.rgb, preview_every=int(options.preview_every),
+                       warm_start=bool(options.warm_start), **kwargs)
+
+
+def empty_output(job) -> np.ndarray:
+    """Zeros of the output's shape (float32): the live output layer's data before any preview."""
+    return np.zeros(job.output.shape, dtype=np.float32)
+
+
+def finished_output(job, cancelled: bool) -> tuple[np.ndarray, int]:
+    """The output to keep after a run, and how many planes it holds.
+
+    Finished planes, and the best estimate of the plane in progress (when cancelled or failed);
+    planes never reached are 0 (they are NaN in the core's output).
+    """
+    out = job.result(cancelled=cancelled)
+    planes = int(np.count_nonzero(job.done))
+    if cancelled and job.current is not None and job.current.iteration > 0:
+        planes += 1
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0), planes

@@ -1,0 +1,93 @@
+"""The three napari widgets: denoising, inpainting and super-resolution.
+
+Each is a :class:`~napari_dip.widgets.base.RestorationWidget` with its task's own controls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+import napari.viewer
+import numpy as np
+from magicgui.widgets import ComboBox, SpinBox, Widget
+
+from ..glue import read_mask_layer
+from .base import RestorationWidget
+
+__all__ = ["DenoiseWidget", "InpaintWidget", "SuperResolveWidget"]
+
+
+class DenoiseWidget(RestorationWidget):
+    """Denoise an Image layer (2D, RGB, or a stack fitted plane by plane) into a new layer.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    """
+
+    task = "denoise"
+    title = "Denoising"
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(viewer)
+
+
+class InpaintWidget(RestorationWidget):
+    """Fill in the pixels painted in a Labels layer (any nonzero label) of an Image layer.
+
+    The mask is ``(Y, X)`` (the same pixels in every plane) or has the image's shape without its
+    colour axis (plane by plane). Known pixels are kept exactly.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    """
+
+    task = "inpaint"
+    title = "Inpainting"
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(viewer)
+
+    def _task_controls(self) -> list[Widget]:
+        self.mask = ComboBox(name="mask", label="mask", choices=self._mask_choices, nullable=True,
+                             tooltip="Labels layer: nonzero pixels are filled in. (Y, X), or the image's "
+                                     "shape for a per-plane mask")
+        return [self.mask]
+
+    def _layer_pickers(self) -> list[tuple[ComboBox, type]]:
+        return [*super()._layer_pickers(), (self.mask, napari.layers.Labels)]
+
+    def _mask_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return self._layers_of(napari.layers.Labels)
+
+    def _read_mask(self) -> np.ndarray | None:
+        return read_mask_layer(self.mask.value)
+
+
+class SuperResolveWidget(RestorationWidget):
+    """Upsample an Image layer by an integer factor; the output keeps the input's extent in world
+    coordinates (its Y and X scales are divided by the factor).
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    """
+
+    task = "super_resolve"
+    title = "Super-resolution"
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(viewer)
+
+    def _task_controls(self) -> list[Widget]:
+        self.factor = SpinBox(name="factor", label="factor", value=4, min=2, max=16,
+                              tooltip="Upsampling factor of Y and X")
+        self.kernel = ComboBox(name="kernel", label="kernel", choices=["lanczos2", "bicubic"], value="lanczos2",
+                               tooltip="How the camera is assumed to downsample: the kernel of the model "
+                                       "that maps the estimate to the input")
+        return [self.factor, self.kernel]
+
+    def _task_options(self) -> dict[str, Any]:
+        return {"factor": int(self.factor.value), "kernel": str(self.kernel.value)}

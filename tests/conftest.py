@@ -1,0 +1,48 @@
+"""Shared fixtures: the real data folder (skipped when absent) and small synthetic images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# small test images gain nothing from intra-op threads, and CI has 2 cores for everything
+torch.set_num_threads(int(os.environ.get("NAPARI_DIP_TEST_THREADS", "1")))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the repository; skips the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def read_png(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    return np.asarray(iio.imread(path))
+
+
+@pytest.fixture()
+def smooth_rgb() -> np.ndarray:
+    """A smooth 37x45 RGB float image in [0, 1] (odd, not a multiple of 32)."""
+    yy, xx = np.mgrid[0:37, 0:45] / 36.0
+    return np.stack([0.5 + 0.3 * np.sin(4 * xx) * np.cos(3 * yy), 0.2 + 0.6 * xx, 0.8 - 0.5 * yy],
+                    axis=-1).astype(np.float32)
+
+
+def add_noise(img: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    return (img + np.random.default_rng(seed).normal(0, sigma, img.shape)).astype(np.float32)
+
+
+def smooth_gray(size: int = 32) -> np.ndarray:
+    """A smooth grayscale float image in [0, 1]."""
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1.0)
+    return (0.5 + 0.35 * np.sin(5 * xx + 2 * yy) * np.cos(3 * yy)).astype(np.float32)

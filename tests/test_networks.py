@@ -1,0 +1,60 @@
+"""Network builders: parameter counts, shapes at odd sizes, fitting through padding."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_dip.core.fit import Fitter
+from napari_dip.core.networks import NETWORKS, build_network, count_parameters, skip
+from napari_dip.core.settings import get_settings
+
+
+def test_paper_skip_parameter_counts_match_reference():
+    # counts of the reference implementation (deep-image-prior models/skip.py)
+    assert count_parameters(skip(32, 3)) == 2_217_831
+    assert count_parameters(skip(32, 3, channels_skip=(128,) * 5, upsample="nearest")) == 3_002_627
+    lib = skip(1, 3, channels_down=[16, 32, 64, 128, 128, 128], channels_up=[16, 32, 64, 128, 128, 128],
+               channels_skip=0, kernel_down=5, kernel_up=3, need1x1_up=False, upsample="nearest")
+    assert count_parameters(lib) == 2_996_467
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_builders_output_shape_and_range(name):
+    net = build_network(name, 8, 2)
+    m = net.size_multiple
+    h, w = 2 * m, 3 * m
+    out = net(torch.rand(1, 8, *net.input_size(h, w)))
+    assert out.shape == (1, 2, h, w)
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize("size", [(7, 5), (33, 47)])
+def test_every_network_fits_odd_sizes(name, size):
+    kwargs = {"skip": dict(channels_down=(8,) * 3, channels_up=(8,) * 3, channels_skip=(2,) * 3),
+              "unet": dict(channels=(8, 8, 16)), "resnet": dict(channels=8, blocks=2),
+              "decoder": dict(channels=8, levels=3)}[name]
+    settings = get_settings("fast", "denoise", network=name, network_kwargs=kwargs,
+                            input_channels=8 if name != "decoder" else 16)
+    target = torch.rand(1, 3, *size)
+    fitter = Fitter(target, settings=settings, iterations=3, device="cpu")
+    res = fitter.steps()
+    snaps = list(iter(lambda: next(res, None), None))
+    assert len(snaps) == 3
+    assert fitter.result().image.shape == (*size, 3)
+
+
+def test_unknown_network_and_bad_levels():
+    with pytest.raises(ValueError, match="unknown network"):
+        build_network("vgg", 3, 3)
+    with pytest.raises(ValueError, match="one entry per level"):
+        skip(3, 3, channels_down=(8, 8), channels_up=(8, 8, 8))
+
+
+def test_skip_builder_options():
+    net = skip(4, 1, channels_down=(8, 8), channels_up=(8, 8), channels_skip=(0, 2), downsample="avg",
+               upsample="nearest", pad="zero", act="ReLU")
+    assert net(torch.rand(1, 4, 8, 8)).shape == (1, 1, 8, 8)
+    with pytest.raises(ValueError, match="padding"):
+        skip(4, 1, channels_down=(8,), channels_up=(8,), channels_skip=(2,), pad="circular")(torch.rand(1, 4, 8, 8))
+    assert np.isfinite(count_parameters(net))
