@@ -10,18 +10,23 @@ intensities once for the whole stack, and fits one DIP per 2D plane (with all it
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
 import torch
 
-from .fit import FitResult, Fitter, Snapshot, drain
+from .devices import resolve_device
+from .fit import DIPMemoryError, FitResult, Fitter, Snapshot, check_iterations, drain
 from .layout import Intensity, check_image, check_mask, get_plane, infer_layout, put_plane
+from .memory import available_bytes, estimate_fit_bytes, format_bytes, largest_fitting_side
 from .operators import Downsampler, Identity, LinearOperator, Mask
 from .settings import TASKS, get_settings
 
-__all__ = ["Restoration", "check_factor"]
+__all__ = ["Restoration", "check_factor", "plan_tiles"]
+
+_TILE_SIDES = (2048, 1536, 1024, 768, 512, 384, 256, 192, 128, 96, 64)
 
 
 def check_factor(factor: Any) -> int:
@@ -41,6 +46,29 @@ def check_factor(factor: Any) -> int:
     if not f.is_integer() or f < 2:
         raise ValueError(f"factor must be an integer >= 2, got {factor!r}")
     return int(f)
+
+
+def plan_tiles(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Start/stop pairs of ``tile``-pixel tiles covering ``range(length)``, spread evenly so that
+    neighbours overlap by at least ``overlap`` pixels."""
+    if tile >= length:
+        return [(0, length)]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    starts = [round(i * (length - tile) / (n - 1)) for i in range(n)]
+    return [(a, a + tile) for a in starts]
+
+
+def _ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
+    """1D blending weights: linear ramps over the overlap, except at the image border."""
+    w = np.ones(length, np.float64)
+    if overlap > 0:
+        ramp = (np.arange(overlap) + 0.5) / overlap
+        n = min(overlap, length)
+        if not at_start:
+            w[:n] = np.minimum(w[:n], ramp[:n])
+        if not at_end:
+            w[length - n:] = np.minimum(w[length - n:], ramp[:n][::-1])
+    return w
 
 
 class Restoration:
@@ -66,6 +94,15 @@ class Restoration:
         Super-resolution downsampling kernel.
     warm_start : bool
         Start each plane from the previous plane's final weights.
+    tile : 'auto', None or int
+        Planes whose estimated memory exceeds ``max_memory`` are fitted in overlapping square
+        tiles blended without seams (``'auto'``: the largest tile side that fits), or refused with
+        a :class:`~napari_dip.core.fit.DIPMemoryError` naming the size that would fit (None). An
+        int forces tiles of that side (in input pixels).
+    tile_overlap : int
+        Overlap of neighbouring tiles in input pixels (blended with linear ramps).
+    max_memory : int, optional
+        Memory budget in bytes (default: 80 % of what the device has free now).
     **overrides
         Any :class:`~napari_dip.core.settings.Settings` field (``lr``, ``reg_noise_std``, ``ema``,
         ``network``, ``network_kwargs``, ``stop_patience``, ...).
@@ -75,6 +112,7 @@ class Restoration:
                  iterations: int | str = "auto", preset="paper", device="auto", seed: int = 0,
                  channel_axis: int | None = None, rgb: bool | None = None, preview_every: int = 0,
                  precision: str = "auto", kernel: str = "lanczos2", warm_start: bool = False,
+                 tile: str | int | None = "auto", tile_overlap: int = 32, max_memory: int | None = None,
                  **overrides):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
@@ -115,8 +153,9 @@ class Restoration:
                                  "add them to the mask to fill them in")
         self.intensity = Intensity.from_stack(stack, per_channel=not self.layout.rgb and self.layout.channels > 1,
                                               known=known)
+        check_iterations(iterations)
         self.iterations = iterations
-        self.device = device
+        self.device = resolve_device(device)
         self.seed = int(seed)
         self.preview_every = int(preview_every)
         self.precision = precision
@@ -131,27 +170,69 @@ class Restoration:
         self.fits: list[FitResult | None] = [None] * self.layout.n_slices
         self.current: Fitter | None = None
         self.current_slice = -1
+        self._tile: tuple | None = None
         self._state: dict | None = None
+        self.tile_side = self._choose_tile(tile, int(tile_overlap), max_memory)
+        self.tile_overlap = int(tile_overlap)
 
     @property
     def n_slices(self) -> int:
         return self.layout.n_slices
 
+    # -- memory and tiles ---------------------------------------------------------------------
+    def _choose_tile(self, tile, overlap: int, max_memory: int | None) -> int | None:
+        """Tile side in input pixels, or None to fit whole planes."""
+        h, w = self.layout.plane_shape
+        c = self.layout.channels
+        if isinstance(tile, (int, np.integer)) and not isinstance(tile, bool):
+            if tile < 8 or overlap < 0 or overlap >= tile:
+                raise ValueError(f"tile must be >= 8 pixels and larger than tile_overlap ({overlap}), got {tile}")
+            return int(tile) if tile < max(h, w) else None
+        if tile not in ("auto", None):
+            raise ValueError(f"tile must be 'auto', None or a number of pixels, got {tile!r}")
+        budget = int(max_memory) if max_memory is not None else int(0.8 * available_bytes(self.device))
+        need = estimate_fit_bytes(self.settings, c, h * self.factor, w * self.factor)
+        if need <= budget:
+            return None
+        fits = largest_fitting_side(self.settings, c, budget) // self.factor
+        where = f"a {h * self.factor}x{w * self.factor} output needs about {format_bytes(need)} with these " \
+                f"settings on {self.device}, {format_bytes(budget)} is available"
+        if tile is None or fits < 64:
+            hint = (f"the largest square that fits is about {fits}x{fits} input pixels" if fits >= 8 else
+                    "not even a small tile fits")
+            raise DIPMemoryError(f"{where}: {hint}. Use tiling (tile='auto'), the 'fast' preset, a crop, or "
+                                 "another device")
+        return max(t for t in _TILE_SIDES if t <= fits) if fits >= _TILE_SIDES[-1] else fits
+
+    def regions(self) -> list[tuple[int, int, int, int]]:
+        """``(y0, y1, x0, x1)`` input-pixel regions fitted for each plane (one unless tiled)."""
+        h, w = self.layout.plane_shape
+        if self.tile_side is None:
+            return [(0, h, 0, w)]
+        return [(y0, y1, x0, x1) for y0, y1 in plan_tiles(h, self.tile_side, self.tile_overlap)
+                for x0, x1 in plan_tiles(w, self.tile_side, self.tile_overlap)]
+
     # -- one plane ----------------------------------------------------------------------------
-    def _problem(self, s: int) -> tuple[torch.Tensor, LinearOperator, Callable[[torch.Tensor], np.ndarray]]:
-        """Target tensor, operator and export function of plane ``s``."""
-        original = get_plane(self.layout, self.image, s)  # (H, W, C), input units
+    def _problem(self, s: int, region: tuple[int, int, int, int] | None = None
+                 ) -> tuple[torch.Tensor, LinearOperator, Callable[[torch.Tensor], np.ndarray]]:
+        """Target tensor, operator and export function of plane ``s`` (or a region of it)."""
+        h, w = self.layout.plane_shape
+        y0, y1, x0, x1 = region or (0, h, 0, w)
+        original = get_plane(self.layout, self.image, s)[y0:y1, x0:x1]  # (h, w, C), input units
         plane = self.intensity.normalise(original)
         known = None
         if self.fill is not None:
-            known = ~self.fill[s][..., None]
+            known = ~self.fill[s][y0:y1, x0:x1, None]
+            if not known.any():
+                raise ValueError(f"tile rows {y0}-{y1}, columns {x0}-{x1} of plane {s} has no known pixel; "
+                                 "use a larger tile (tile=...) or a smaller hole")
             plane = np.where(known, plane, 0.0).astype(np.float32)
             original = original.astype(np.float32)
         target = torch.from_numpy(np.ascontiguousarray(plane.transpose(2, 0, 1)))[None]
         if self.task == "denoise":
             op: LinearOperator = Identity()
         elif self.task == "inpaint":
-            op = Mask(torch.from_numpy(known[..., 0])[None, None])
+            op = Mask(torch.from_numpy(np.ascontiguousarray(known[..., 0]))[None, None])
         else:
             op = Downsampler(self.factor, self.kernel)
         intensity = self.intensity
@@ -179,19 +260,41 @@ class Restoration:
                 put_plane(self.layout, self.output, s, get_plane(self.layout, self.image, s).astype(np.float32))
                 self.done[s] = True
                 continue
-            target, op, export = self._problem(s)
-            self.current = Fitter(target, op, self.settings, iterations=self.iterations, device=self.device,
-                                  seed=self.seed, preview_every=self.preview_every, export=export,
-                                  precision=self.precision,
-                                  init_state=self._state if self.warm_start else None)
-            gen = self.current.steps()
-            while True:
-                try:
-                    snap = next(gen)
-                except StopIteration as stop:
-                    res: FitResult = stop.value
-                    break
-                yield dataclasses.replace(snap, slice_index=s, n_slices=self.n_slices)
+            regions = self.regions()
+            f = self.factor
+            oh, ow = self.out_plane
+            acc = np.zeros((oh, ow, self.layout.channels), np.float64) if len(regions) > 1 else None
+            wsum = np.zeros((oh, ow, 1), np.float64) if acc is not None else None
+            iterations = 0
+            for k, region in enumerate(regions):
+                target, op, export = self._problem(s, region if acc is not None else None)
+                self.current = Fitter(target, op, self.settings, iterations=self.iterations, device=self.device,
+                                      seed=self.seed, preview_every=self.preview_every, export=export,
+                                      precision=self.precision,
+                                      init_state=self._state if self.warm_start else None)
+                self._tile = (k, region, acc, wsum)
+                gen = self.current.steps()
+                while True:
+                    try:
+                        snap = next(gen)
+                    except StopIteration as stop:
+                        res: FitResult = stop.value
+                        break
+                    if acc is not None:
+                        snap = dataclasses.replace(
+                            snap, image=None if snap.image is None else self._blend_preview(snap.image),
+                            ema=None if snap.ema is None else self._blend_preview(snap.ema),
+                            message=snap.message or f"tile {k + 1}/{len(regions)}")
+                    yield dataclasses.replace(snap, slice_index=s, n_slices=self.n_slices)
+                iterations += res.iterations
+                if acc is not None:
+                    y0, y1, x0, x1 = region
+                    wt = self._tile_weight(region)
+                    acc[y0 * f:y1 * f, x0 * f:x1 * f] += wt * res.image
+                    wsum[y0 * f:y1 * f, x0 * f:x1 * f] += wt
+            if acc is not None:
+                res = dataclasses.replace(res, image=(acc / wsum).astype(np.float32), iterations=iterations)
+            self._tile = None
             put_plane(self.layout, self.output, s, res.image)
             self.fits[s] = dataclasses.replace(res, image=None)
             self.done[s] = True
@@ -200,13 +303,37 @@ class Restoration:
             self.current = None
         return self.output
 
+    def _tile_weight(self, region: tuple[int, int, int, int]) -> np.ndarray:
+        """Blending weights ``(h*f, w*f, 1)`` of a tile (ramps inside the image, flat at its border)."""
+        y0, y1, x0, x1 = region
+        h, w = self.layout.plane_shape
+        f, o = self.factor, self.tile_overlap * self.factor
+        wy = _ramp((y1 - y0) * f, o, y0 == 0, y1 == h)
+        wx = _ramp((x1 - x0) * f, o, x0 == 0, x1 == w)
+        return (wy[:, None] * wx[None, :])[..., None]
+
+    def _blend_preview(self, tile_image: np.ndarray) -> np.ndarray:
+        """The plane so far: finished tiles blended, the tile being fitted blended in on top."""
+        k, region, acc, wsum = self._tile
+        f = self.factor
+        y0, y1, x0, x1 = region
+        acc2, wsum2 = acc.copy(), wsum.copy()
+        wt = self._tile_weight(region)
+        acc2[y0 * f:y1 * f, x0 * f:x1 * f] += wt * tile_image
+        wsum2[y0 * f:y1 * f, x0 * f:x1 * f] += wt
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (acc2 / wsum2).astype(np.float32)  # NaN where no tile has reached yet
+
     def result(self, cancelled: bool = False) -> np.ndarray:
         """The output so far: finished planes, the best estimate of the plane being fitted
         (if any iteration ran), NaN for planes not reached. Returns a copy."""
         out = self.output.copy()
         fitter = self.current
         if fitter is not None and fitter.iteration > 0:
-            put_plane(self.layout, out, self.current_slice, fitter.result(cancelled).image)
+            image = fitter.result(cancelled).image
+            if getattr(self, "_tile", None) is not None:
+                image = self._blend_preview(image)
+            put_plane(self.layout, out, self.current_slice, image)
         return out
 
     def run(self, callback: Callable[[Snapshot], Any] | None = None) -> np.ndarray:

@@ -1,0 +1,86 @@
+"""Memory estimates, refusals and seamless tiling of planes that do not fit."""
+
+import numpy as np
+import pytest
+
+import napari_dip
+from conftest import add_noise, smooth_gray
+from napari_dip.core.fit import DIPMemoryError
+from napari_dip.core.memory import estimate_fit_bytes, largest_fitting_side
+from napari_dip.core.restore import Restoration, plan_tiles
+from napari_dip.core.settings import get_settings
+from napari_dip.samples import psnr
+
+FAST = dict(preset="fast", device="cpu")
+
+
+def test_plan_tiles_covers_everything_once_per_position():
+    assert plan_tiles(50, 64, 8) == [(0, 50)]
+    tiles = plan_tiles(100, 32, 8)
+    covered = np.zeros(100, int)
+    for a, b in tiles:
+        assert b - a == 32
+        covered[a:b] += 1
+    assert covered.min() >= 1 and tiles[0][0] == 0 and tiles[-1][1] == 100
+    assert all(b0 - a1 >= 8 for (_, b0), (a1, _) in zip(tiles, tiles[1:]))
+    assert plan_tiles(72, 44, 16) == [(0, 44), (28, 72)]
+
+
+def test_estimate_grows_with_size_and_net():
+    s = get_settings("paper", "denoise")
+    small, big = estimate_fit_bytes(s, 3, 128, 128), estimate_fit_bytes(s, 3, 512, 512)
+    assert 10 * small < big < 20 * small  # activations scale with pixels (plus fixed weights)
+    assert estimate_fit_bytes(get_settings("fast", "denoise"), 3, 512, 512) < big
+    side = largest_fitting_side(s, 3, big)
+    assert 384 <= side <= 512
+
+
+def test_refusal_names_the_size_that_fits():
+    img = np.zeros((300, 300), np.float32)
+    with pytest.raises(DIPMemoryError, match=r"largest square that fits is about \d+x\d+"):
+        Restoration("denoise", img, tile=None, max_memory=200 * 2**20, **FAST)
+
+
+def test_auto_tiles_when_memory_is_short():
+    img = np.zeros((300, 300), np.float32)
+    job = Restoration("denoise", img, tile="auto", max_memory=200 * 2**20, **FAST)
+    assert job.tile_side is not None and 64 <= job.tile_side < 300
+    assert len(job.regions()) > 1
+    with pytest.raises(DIPMemoryError, match="not even a small tile fits|largest square"):
+        Restoration("denoise", img, tile="auto", max_memory=2**20, **FAST)
+
+
+def test_tiled_denoise_has_no_seams():
+    clean = smooth_gray(72)
+    noisy = add_noise(clean, 0.08)
+    job = Restoration("denoise", noisy, iterations=200, tile=44, tile_overlap=16, **FAST)
+    assert len(job.regions()) == 4
+    out = job.run()
+    assert out.shape == clean.shape and np.isfinite(out).all()
+    assert psnr(out, clean, 1.0) > psnr(noisy, clean, 1.0) + 3
+    # the error where the tiles overlap and meet (rows/columns 28-44) is no larger than
+    # elsewhere: blending leaves no seam
+    err = np.abs(out - clean)
+    border = np.r_[28:44]
+    inside = np.r_[3:23, 49:69]
+    assert err[:, border].mean() < 1.5 * err[:, inside].mean()
+    assert err[border, :].mean() < 1.5 * err[inside, :].mean()
+    jump = np.abs(np.diff(out, axis=1))
+    assert jump[:, border].mean() < 1.5 * jump[:, inside].mean()
+
+
+def test_tiled_super_resolution_and_inpainting_shapes():
+    img = smooth_gray(48)
+    assert napari_dip.super_resolve(img, 2, iterations=3, tile=24, tile_overlap=8, **FAST).shape == (96, 96)
+    mask = np.zeros((48, 48), bool)
+    mask[20:26, 5:40] = True
+    out = napari_dip.inpaint(img, mask, iterations=3, tile=24, tile_overlap=8, **FAST)
+    assert np.array_equal(out[~mask], img[~mask])
+
+
+def test_bad_tile_arguments():
+    img = np.zeros((32, 32), np.float32)
+    with pytest.raises(ValueError, match="tile must"):
+        Restoration("denoise", img, tile=4, **FAST)
+    with pytest.raises(ValueError, match="tile must"):
+        Restoration("denoise", img, tile="huge", **FAST)
