@@ -162,6 +162,40 @@ def _check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
         raise CLIError(f"output folder {output.parent} does not exist")
 
 
+def _check_device(device: str) -> None:
+    """Refuse an unknown device, or one this machine lacks, before any file is read or written."""
+    from .core.devices import resolve_device
+
+    try:
+        resolve_device(device)
+    except (ValueError, RuntimeError) as err:
+        raise CLIError(str(err)) from None
+
+
+def _default_channel_axis(path: Path, image: np.ndarray, channel_axis: int | None) -> int | None:
+    """PNG/JPEG/BMP files keep colours on their last axis: a 2-channel (grey + alpha) file is one
+    2-channel image, not a stack of images 2 pixels wide (TIFFs keep the core's default)."""
+    from .io import TIFF_SUFFIXES
+
+    if channel_axis is None and path.suffix.lower() not in TIFF_SUFFIXES and image.ndim == 3 \
+            and image.shape[-1] == 2:
+        return -1
+    return channel_axis
+
+
+def _partial_result(job) -> np.ndarray:
+    """The output so far after an interruption; NaN where nothing was fitted (also when the
+    interruption came before the first iteration of a plane finished)."""
+    try:
+        return job.result(cancelled=True)
+    except RuntimeError:  # no estimate of the plane in progress yet
+        return job.output.copy()
+    except Exception as err:  # noqa: BLE001 - still write the finished planes
+        sys.stderr.write(f"\nnapari-dip: warning: the plane in progress could not be recovered "
+                         f"({type(err).__name__}: {err}); writing the finished planes only\n")
+        return job.output.copy()
+
+
 def _read(path: Path) -> np.ndarray:
     from .io import ImageReadError, read_image
 
@@ -191,7 +225,9 @@ def _run_restoration(args: argparse.Namespace) -> int:
     _check_output(args.output, inputs, args.overwrite)
     if args.log is not None:
         _check_output_log(args.log, inputs + [args.output], args.overwrite)
+    _check_device(args.device)
     image = _read(args.input)
+    kwargs["channel_axis"] = _default_channel_axis(args.input, image, args.channel_axis)
     if task == "inpaint":
         kwargs["mask"] = _read(args.mask)
     try:
@@ -203,8 +239,10 @@ def _run_restoration(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         result = job.run(progress)
+    except (ValueError, TypeError) as err:  # e.g. a plane with nothing to fit
+        raise CLIError(str(err)) from None
     except KeyboardInterrupt:
-        result = job.result(cancelled=True)
+        result = _partial_result(job)
         sys.stderr.write("\ninterrupted: writing the best result so far (unfitted planes are NaN)\n")
         status = EXIT_INTERRUPTED
     seconds = time.perf_counter() - start
@@ -224,8 +262,12 @@ def _check_output_log(log: Path, others: list[Path], overwrite: bool) -> None:
     for other in others:
         if log.resolve() == other.resolve():
             raise CLIError(f"log {log} is the same path as {other}")
+    if log.exists() and log.is_dir():
+        raise CLIError(f"log {log} is a folder; give a file name")
     if log.exists() and not overwrite:
         raise CLIError(f"log {log} exists; pass --overwrite to replace it")
+    if not log.parent.exists():
+        raise CLIError(f"log folder {log.parent} does not exist")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -235,6 +277,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     clean, noisy = noisy_cells(args.size, seed=args.seed)
     if args.output is not None:
         _check_output(args.output, [], args.overwrite)
+    _check_device(args.device)
     job = Restoration("denoise", noisy, iterations=args.iterations, preset=args.preset, device=args.device,
                       seed=args.seed)
     start = time.perf_counter()
@@ -285,6 +328,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(EXIT_USAGE, f"napari-dip: error: {err}\n")
     except MemoryError as err:
         parser.exit(EXIT_ERROR, f"napari-dip: error: {err}\n")
+    except RuntimeError as err:
+        from .core.fit import _is_oom
+
+        if not _is_oom(err):
+            raise
+        first = (str(err).splitlines() or [""])[0]
+        parser.exit(EXIT_ERROR, f"napari-dip: error: out of memory ({first}); use '--preset fast', a smaller "
+                                "image or crop, or another '--device'\n")
     except KeyboardInterrupt:
         parser.exit(EXIT_INTERRUPTED, "\ninterrupted\n")
     return 0

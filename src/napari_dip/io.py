@@ -41,7 +41,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
             arr = iio.imread(p)
     except Exception as err:  # decoders raise many different types
-        raise ImageReadError(f"{p}: cannot read as an image ({type(err).__name__}: {err})") from err
+        # keep one line: imageio's messages go on to list plugins to install, which misleads here
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise ImageReadError(f"{p}: cannot read as an image: the file is damaged or not a "
+                             f"{'TIFF' if suffix in TIFF_SUFFIXES else 'PNG, JPEG or BMP'} image "
+                             f"({type(err).__name__}: {first})") from err
     arr = np.asarray(arr)
     if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not np.little_endian):
         arr = arr.astype(arr.dtype.newbyteorder("="))

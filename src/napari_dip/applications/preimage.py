@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -120,8 +121,31 @@ def load_model(model: nn.Module | str | os.PathLike, *, weights: str | os.PathLi
     if weights is not None:
         if isinstance(net, torch.jit.ScriptModule):
             raise ValueError("weights apply to an nn.Module or a torchvision name, not to a TorchScript file")
-        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        net.load_state_dict(_load_state_dict(weights))
     return net.to(dev).eval(), torchvision_model
+
+
+def _load_state_dict(weights: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict with ``torch.load(weights_only=True)``: tensors and plain containers only.
+
+    A file holding anything else (a pickled object, which would run code when loaded) is refused
+    with a ValueError; nothing in it is executed.
+    """
+    path = Path(weights)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such weights file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path}: refused: not a plain state dict of tensors (it holds Python objects, "
+                         "and loading them could run code from the file); save weights with "
+                         "torch.save(model.state_dict(), path)") from None
+    except Exception as err:  # noqa: BLE001 - zip, EOF and format errors of many types
+        raise ValueError(f"{path}: cannot read as a state dict ({type(err).__name__}: "
+                         f"{(str(err).strip().splitlines() or [''])[0][:200]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: not a state dict (a mapping of names to tensors)")
+    return state
 
 
 def _modules(model: nn.Module) -> dict[str, nn.Module]:

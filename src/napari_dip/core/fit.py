@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from .devices import resolve_device
 from .inputs import make_input
-from .networks import DIPNet, build_network
-from .operators import Identity, LinearOperator
+from .networks import DIPNet, build_network, stack_state
+from .operators import Identity, LinearOperator, Mask
 from .settings import Settings, get_settings
 from .stopping import HoldOut, StopCheck, WindowedVariance, holdout_mask
 
@@ -190,13 +190,32 @@ class Fitter:
         ``'auto'``: bf16 autocast on CUDA, fp32 elsewhere.
     sync_every : int, optional
         Copy the loss to the host every this many iterations (default 1 on CPU, 10 on GPUs).
+    groups : int
+        Fit this many independent images at once, stacked along the target's channels
+        (``(1, groups * C, H, W)``), with one skip network per image run side by side as grouped
+        convolutions. Each image gets exactly what a single fit with the same seed gets (code,
+        initial weights, jitter, hold-out pixels, its own loss normalisation, stopping and best
+        iteration), so results do not depend on which images share a batch.
     """
 
     def __init__(self, target: torch.Tensor, operator: LinearOperator | None = None,
                  settings: Settings | None = None, *, iterations: int | str = "auto",
                  device: str | torch.device = "auto", seed: int = 0, preview_every: int = 0,
                  export: Export | None = None, net: DIPNet | None = None, init_state: dict | None = None,
-                 precision: str = "auto", sync_every: int | None = None, input: torch.Tensor | None = None):
+                 precision: str = "auto", sync_every: int | None = None, input: torch.Tensor | None = None,
+                 groups: int = 1):
+        try:
+            self._setup(target, operator, settings, iterations, device, seed, preview_every, export, net,
+                        init_state, precision, sync_every, input, groups)
+        except Exception as err:
+            if _is_oom(err):
+                raise DIPMemoryError(f"out of memory while setting up the fit of a {tuple(target.shape[-2:])} "
+                                     f"image: use a smaller image or crop, tiling, a lighter preset, or another device "
+                                     f"(original error: {str(err).splitlines()[0]})") from err
+            raise
+
+    def _setup(self, target, operator, settings, iterations, device, seed, preview_every, export, net,
+               init_state, precision, sync_every, input, groups) -> None:
         if target.ndim != 4 or target.shape[0] != 1:
             raise ValueError(f"target must be a (1, C, H, W) tensor, got shape {tuple(target.shape)}")
         self.settings = settings or get_settings("paper", "denoise")
@@ -222,11 +241,22 @@ class Fitter:
 
         out_shape = self.operator.input_shape(self.target.shape)
         self.out_size = (int(out_shape[-2]), int(out_shape[-1]))
-        channels = int(self.target.shape[1])
+        self.groups = int(groups)
+        if self.groups < 1 or self.target.shape[1] % self.groups:
+            raise ValueError(f"groups must divide the target's {self.target.shape[1]} channels, got {groups}")
+        channels = int(self.target.shape[1]) // self.groups
+        if self.groups > 1 and (net is not None or input is not None or s.network != "skip"):
+            raise ValueError("batched fits (groups > 1) build their own skip network from a random code")
         if net is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
                 net = build_network(s.network, s.input_channels, channels, **s.network_kwargs)
+                if self.groups > 1:
+                    states = init_state if isinstance(init_state, list) else [init_state or net.state_dict()] * groups
+                    net = build_network(s.network, s.input_channels, channels, groups=self.groups,
+                                        **s.network_kwargs)
+                    net.load_state_dict(stack_state(states))
+                    init_state = None
         if net.out_channels != channels:
             raise ValueError(f"the network makes {net.out_channels} channels, the image has {channels}")
         if init_state is not None:
@@ -244,6 +274,9 @@ class Fitter:
         if input is None:
             z = make_input(net.in_channels, *net.input_size(*self.padded), kind=s.input_kind,
                            scale=s.input_scale, seed=self.seed)
+            self._noise_shape = tuple(z.shape)
+            if self.groups > 1:  # every image gets the code its single fit would get
+                z = z.repeat(1, self.groups, 1, 1)
         else:
             if input.ndim != 4 or input.shape[0] != 1 or input.shape[1] != net.in_channels \
                     or tuple(input.shape[-2:]) != self.out_size:
@@ -252,6 +285,7 @@ class Fitter:
             bottom, right = ph - h - top, pw - w - left
             mode = "reflect" if max(top, bottom) < h and max(left, right) < w else "replicate"
             z = F.pad(input.float(), (left, right, top, bottom), mode=mode)
+            self._noise_shape = tuple(z.shape)
         self.z = z.to(self.device, memory_format=torch.channels_last) if cuda else z.to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=s.lr)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
@@ -260,24 +294,35 @@ class Fitter:
         weight = torch.ones_like(self.target[:, :1]) if weight is None else weight.to(self.device).float()
         if float(weight.sum()) == 0:
             raise ValueError("no pixel of the measurement is known: nothing to fit")
-        self.rule: HoldOut | WindowedVariance | None = None
+        if s.stop_rule not in ("holdout", "wmv", "none"):
+            raise ValueError(f"unknown stop rule {s.stop_rule!r}; use 'holdout', 'wmv' or 'none'")
+        weight = weight.expand(1, self.target.shape[1], *weight.shape[-2:])
+        self.rules: list[HoldOut | WindowedVariance] = []
+        held = None
         if s.stop_rule == "holdout" and self.auto:  # a fixed-count fit uses every pixel
             held = holdout_mask(tuple(self.target.shape[-2:]), s.holdout_fraction, self.seed).to(self.device)
             held = held * (weight > 0).float()
-            if float(held.sum()) == 0 or float((weight * (1 - held)).sum()) == 0:
-                held = torch.zeros_like(held)  # too few pixels to hold any out: fall back to ES-WMV
+            train = weight * (1 - held)
+            per_group = lambda t: t.reshape(self.groups, -1).sum(1)  # noqa: E731
+            if bool((per_group(held) == 0).any()) or bool((per_group(train) == 0).any()):
+                held = None  # too few pixels to hold any out: fall back to ES-WMV
             else:
-                weight = weight * (1 - held)
-                self.rule = HoldOut(self.operator, self.target, held, s.stop_patience, s.stop_every,
-                                    s.min_iterations)
-        if self.rule is None and (s.stop_rule == "wmv" or (s.stop_rule == "holdout" and self.auto)):
-            self.rule = WindowedVariance(s.stop_window, s.stop_patience, s.stop_every, s.min_iterations)
-        elif s.stop_rule not in ("holdout", "wmv", "none"):
-            raise ValueError(f"unknown stop rule {s.stop_rule!r}; use 'holdout', 'wmv' or 'none'")
-        if self.auto and self.rule is None:
+                weight = train
+        for g in range(self.groups):
+            c = slice(g * channels, (g + 1) * channels)
+            if held is not None:
+                # the held-out pixels are known pixels, where a mask operator is the identity
+                op = Identity() if isinstance(self.operator, Mask) else self.operator
+                self.rules.append(HoldOut(op, self.target[:, c], held[:, c], s.stop_patience, s.stop_every,
+                                          s.min_iterations))
+            elif s.stop_rule == "wmv" or (s.stop_rule == "holdout" and self.auto):
+                self.rules.append(WindowedVariance(s.stop_window, s.stop_patience, s.stop_every, s.min_iterations))
+        if self.auto and not self.rules:
             raise ValueError("iterations='auto' needs a stopping rule; use stop_rule='holdout' or 'wmv'")
+        self.channels = channels
         self.weight = weight.expand_as(self.target).contiguous()
         self.denominator = float(self.weight.sum())
+        self.group_denominators = self.weight.reshape(self.groups, -1).sum(1)
         self.all_weights_one = bool((self.weight == 1).all())
 
         self.iteration = 0
@@ -286,6 +331,8 @@ class Fitter:
         self.last: torch.Tensor | None = None
         self.best: torch.Tensor | None = None
         self.best_iteration = 0
+        self.group_best = [0] * self.groups
+        self.group_stopped = [False] * self.groups
         self.stopped_early = False
         self.rollbacks = 0
         self.seconds = 0.0
@@ -303,6 +350,9 @@ class Fitter:
 
     def _loss(self, out: torch.Tensor) -> torch.Tensor:
         pred = self.operator(out)
+        if self.groups > 1:  # each image's own mean: gradients as in its single fit
+            err = ((pred - self.target) ** 2 * self.weight).reshape(self.groups, -1).sum(1)
+            return (err / self.group_denominators).sum()
         if self.all_weights_one:
             return F.mse_loss(pred, self.target)
         return ((pred - self.target) ** 2 * self.weight).sum() / self.denominator
@@ -338,6 +388,33 @@ class Fitter:
             return self.best
         return self.ema if self.ema is not None else self.last
 
+    def _update_rules(self, it: int, out: torch.Tensor, estimate: torch.Tensor) -> StopCheck:
+        """Feed every image's stopping rule; keep each image's estimate at its own minimum."""
+        signals, improved_any = [], False
+        for g, rule in enumerate(self.rules):
+            if self.group_stopped[g]:
+                continue  # a stopped image keeps its estimate, whatever its net does later
+            c = slice(g * self.channels, (g + 1) * self.channels)
+            check = rule.update(it, out[:, c], estimate[:, c])
+            if check.improved:
+                if self.best is None:
+                    self.best = estimate.clone()
+                else:
+                    self.best[:, c] = estimate[:, c]
+                self.group_best[g] = it
+                improved_any = True
+            if check.stop:
+                self.group_stopped[g] = True
+            if check.signal is not None:
+                signals.append(check.signal)
+        if improved_any:
+            self.best_iteration = max(self.group_best)
+        signal = float(np.mean(signals)) if signals else None
+        if signal is not None:
+            self.history["signal_iteration"].append(it)
+            self.history["signal"].append(signal)
+        return StopCheck(signal, improved_any, bool(self.rules) and all(self.group_stopped))
+
     # -- public -----------------------------------------------------------------------------
     def steps(self) -> Generator[Snapshot, None, FitResult]:
         """Run the fit, yielding a snapshot per iteration; returns the :class:`FitResult`."""
@@ -353,8 +430,11 @@ class Fitter:
                 it = self.iteration
                 z = self.z
                 if s.reg_noise_std > 0:
-                    z = z + s.reg_noise_std * torch.randn(z.shape, generator=self.jitter_gen,
-                                                          device=self.device, dtype=z.dtype)
+                    noise = torch.randn(self._noise_shape, generator=self.jitter_gen, device=self.device,
+                                        dtype=z.dtype)
+                    if self.groups > 1:
+                        noise = noise.repeat(1, self.groups, 1, 1)
+                    z = z + s.reg_noise_std * noise
                 with autocast:
                     out = self._crop(self.net(z)).float()
                     loss = self._loss(out)
@@ -390,13 +470,7 @@ class Fitter:
                         if self._checkpoint is None or it % s.checkpoint_every == 0:
                             self._save_checkpoint()
                     estimate = self.ema if self.ema is not None else out
-                    check = self.rule.update(it, out, estimate) if self.rule is not None else StopCheck()
-                    if check.improved:
-                        self.best = estimate.clone()
-                        self.best_iteration = it
-                    if check.signal is not None:
-                        self.history["signal_iteration"].append(it)
-                        self.history["signal"].append(check.signal)
+                    check = self._update_rules(it, out, estimate)
                     stop = self.auto and check.stop
                 else:
                     check, stop = StopCheck(), False
@@ -422,13 +496,18 @@ class Fitter:
             if _is_oom(err):
                 raise DIPMemoryError(
                     f"out of memory on {self.device} fitting a {self.padded[0]}x{self.padded[1]} image with "
-                    f"the {s.network!r} network: use the 'fast' preset, a smaller image or crop, tiling, "
-                    f"or another device (original error: {str(err).splitlines()[0]})") from err
+                    f"this {s.network!r} network: use a smaller image or crop, tiling, a lighter preset, or another "
+                    f"device (original error: {str(err).splitlines()[0]})") from err
             raise
         finally:
             self.seconds = time.perf_counter() - start
         self._finished = True
         return self.result()
+
+    @property
+    def has_estimate(self) -> bool:
+        """Whether at least one iteration has completed (so :meth:`result` has something)."""
+        return self._estimate() is not None
 
     def result(self, cancelled: bool = False) -> FitResult:
         """The best estimate so far (callable at any time, e.g. after cancelling)."""

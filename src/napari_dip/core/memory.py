@@ -94,10 +94,15 @@ def available_bytes(device: torch.device) -> int:
 
 
 def largest_fitting_side(settings: Settings, channels: int, budget: int, multiple: int = 32) -> int:
-    """Largest square side (a multiple of ``multiple``) whose fit stays within ``budget`` bytes."""
+    """Largest square side (a multiple of ``multiple``) whose :func:`estimate_fit_bytes` stays
+    within ``budget`` bytes (0 if none does)."""
     per_pixel, params = _per_pixel(_settings_key(settings), int(channels))
     fixed = 4 * params * 4
-    per = per_pixel * _TRANSIENT + 48 * channels
     if budget <= fixed:
         return 0
-    return int(math.sqrt((budget - fixed) / per)) // multiple * multiple
+    side = int(math.sqrt((budget - fixed) / (per_pixel * _TRANSIENT + 48 * channels))) // multiple * multiple
+    while side > 0 and estimate_fit_bytes(settings, channels, side, side) > budget:
+        side -= multiple
+    while estimate_fit_bytes(settings, channels, side + multiple, side + multiple) <= budget:
+        side += multiple
+    return side

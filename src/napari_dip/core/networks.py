@@ -36,6 +36,8 @@ __all__ = [
     "skip",
     "unet",
     "NETWORKS",
+    "stack_state",
+    "unstack_state",
 ]
 
 _PADS = {"reflection": nn.ReflectionPad2d, "replicate": nn.ReplicationPad2d, "zero": nn.ZeroPad2d}
@@ -52,18 +54,23 @@ def _per_level(value, n: int, name: str) -> list:
 
 
 def _act(name: str) -> nn.Module:
+    # in place: saves a copy per layer; backward uses the output, valid for slope > 0
     if name == "LeakyReLU":
-        return nn.LeakyReLU(0.2, inplace=False)
+        return nn.LeakyReLU(0.2, inplace=True)
     if name == "ReLU":
-        return nn.ReLU()
+        return nn.ReLU(inplace=True)
     if name == "ELU":
         return nn.ELU()
     raise ValueError(f"unknown activation {name!r}; use 'LeakyReLU', 'ReLU' or 'ELU'")
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1, pad: str = "reflection", bias: bool = True,
-          downsample: str = "stride") -> nn.Sequential:
-    """A 'same' convolution with explicit padding; stride 2 via strided conv or pooling."""
+          downsample: str = "stride", groups: int = 1) -> nn.Sequential:
+    """A 'same' convolution with explicit padding; stride 2 via strided conv or pooling.
+
+    With ``groups > 1`` it is ``groups`` independent convolutions side by side (channels are
+    multiplied by ``groups``): the building block of batched independent networks.
+    """
     layers: list[nn.Module] = []
     conv_stride = stride
     if stride != 1 and downsample in ("avg", "max"):
@@ -73,7 +80,7 @@ def _conv(cin: int, cout: int, k: int, stride: int = 1, pad: str = "reflection",
         if pad not in _PADS:
             raise ValueError(f"unknown padding {pad!r}; use one of {sorted(_PADS)}")
         layers.append(_PADS[pad](p))
-    layers.append(nn.Conv2d(cin, cout, k, conv_stride, padding=0, bias=bias))
+    layers.append(nn.Conv2d(cin * groups, cout * groups, k, conv_stride, padding=0, bias=bias, groups=groups))
     if stride != 1 and downsample == "avg":
         layers.append(nn.AvgPool2d(stride, stride))
     elif stride != 1 and downsample == "max":
@@ -83,8 +90,9 @@ def _conv(cin: int, cout: int, k: int, stride: int = 1, pad: str = "reflection",
     return nn.Sequential(*layers)
 
 
-def _cbr(cin, cout, k, stride=1, pad="reflection", act="LeakyReLU", downsample="stride", bias=True):
-    return nn.Sequential(_conv(cin, cout, k, stride, pad, bias, downsample), nn.BatchNorm2d(cout), _act(act))
+def _cbr(cin, cout, k, stride=1, pad="reflection", act="LeakyReLU", downsample="stride", bias=True, groups=1):
+    return nn.Sequential(_conv(cin, cout, k, stride, pad, bias, downsample, groups), nn.BatchNorm2d(cout * groups),
+                         _act(act))
 
 
 def _upsample(mode: str) -> nn.Module:
@@ -95,8 +103,11 @@ def _upsample(mode: str) -> nn.Module:
     return nn.Upsample(scale_factor=2, mode=mode, align_corners=False)
 
 
-def _center_crop_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Concatenate along channels, centre-cropping the larger map as the reference code does."""
+def _center_crop_cat(a: torch.Tensor, b: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """Concatenate along channels, centre-cropping the larger map as the reference code does.
+
+    With ``groups > 1`` the channels of each group are concatenated within the group.
+    """
     h = min(a.shape[-2], b.shape[-2])
     w = min(a.shape[-1], b.shape[-1])
 
@@ -105,7 +116,12 @@ def _center_crop_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         dw = (t.shape[-1] - w) // 2
         return t[..., dh:dh + h, dw:dw + w]
 
-    return torch.cat([crop(a), crop(b)], dim=1)
+    if groups == 1:
+        return torch.cat([crop(a), crop(b)], dim=1)
+    n = a.shape[0]
+    a, b = crop(a), crop(b)
+    out = torch.cat([a.reshape(n, groups, -1, h, w), b.reshape(n, groups, -1, h, w)], dim=2)
+    return out.reshape(n, -1, h, w)
 
 
 class DIPNet(nn.Module):
@@ -143,18 +159,20 @@ class DIPNet(nn.Module):
 
 class _SkipLevel(nn.Module):
     def __init__(self, cin, down, up_from_deeper, skip_ch, up, kd, ku, ks, pad, act, upsample,
-                 downsample, need1x1_up, bias, deeper: nn.Module | None):
+                 downsample, need1x1_up, bias, deeper: nn.Module | None, groups: int = 1):
         super().__init__()
-        self.skip = _cbr(cin, skip_ch, ks, 1, pad, act, bias=bias) if skip_ch > 0 else None
-        self.down = nn.Sequential(_cbr(cin, down, kd, 2, pad, act, downsample, bias),
-                                  _cbr(down, down, kd, 1, pad, act, bias=bias))
+        g = groups
+        self.groups = g
+        self.skip = _cbr(cin, skip_ch, ks, 1, pad, act, bias=bias, groups=g) if skip_ch > 0 else None
+        self.down = nn.Sequential(_cbr(cin, down, kd, 2, pad, act, downsample, bias, g),
+                                  _cbr(down, down, kd, 1, pad, act, bias=bias, groups=g))
         self.deeper = deeper
         self.up = _upsample(upsample)
         k = up_from_deeper if deeper is not None else down
-        self.bn = nn.BatchNorm2d(skip_ch + k)
-        post = [_cbr(skip_ch + k, up, ku, 1, pad, act, bias=bias)]
+        self.bn = nn.BatchNorm2d((skip_ch + k) * g)
+        post = [_cbr(skip_ch + k, up, ku, 1, pad, act, bias=bias, groups=g)]
         if need1x1_up:
-            post.append(_cbr(up, up, 1, 1, pad, act, bias=bias))
+            post.append(_cbr(up, up, 1, 1, pad, act, bias=bias, groups=g))
         self.post = nn.Sequential(*post)
 
     def forward(self, x):
@@ -162,21 +180,27 @@ class _SkipLevel(nn.Module):
         if self.deeper is not None:
             d = self.deeper(d)
         d = self.up(d)
-        y = _center_crop_cat(self.skip(x), d) if self.skip is not None else d
+        y = _center_crop_cat(self.skip(x), d, self.groups) if self.skip is not None else d
         return self.post(self.bn(y))
 
 
 class SkipNet(DIPNet):
-    """The paper's encoder-decoder ("hourglass") with skip connections."""
+    """The paper's encoder-decoder ("hourglass") with skip connections.
+
+    ``groups=B`` builds B independent copies side by side (grouped convolutions, per-copy
+    BatchNorm statistics): input ``(1, B * in_channels, h, w)``, output ``(1, B * out_channels,
+    H, W)``. :func:`stack_state` loads B single-network states into it.
+    """
 
     name = "skip"
 
     def __init__(self, in_channels=32, out_channels=3, channels_down=(128,) * 5, channels_up=(128,) * 5,
                  channels_skip=(4,) * 5, kernel_down=3, kernel_up=3, kernel_skip=1, upsample="bilinear",
                  downsample="stride", pad="reflection", act="LeakyReLU", need1x1_up=True, bias=True,
-                 sigmoid=True):
+                 sigmoid=True, groups=1):
         super().__init__()
         n = len(channels_down)
+        self.groups = int(groups)
         if n < 1:
             raise ValueError("skip net needs at least one level")
         up_ch = _per_level(channels_up, n, "channels_up")
@@ -192,9 +216,9 @@ class SkipNet(DIPNet):
         for i in reversed(range(n)):
             deeper = _SkipLevel(cins[i], channels_down[i], up_ch[i + 1] if i + 1 < n else None, skip_ch[i],
                                 up_ch[i], kd[i], ku[i], kernel_skip, pad, act, ups[i], downsample,
-                                need1x1_up, bias, deeper)
+                                need1x1_up, bias, deeper, self.groups)
         self.body = deeper
-        self.head = _conv(up_ch[0], out_channels, 1, 1, pad, bias)
+        self.head = _conv(up_ch[0], out_channels, 1, 1, pad, bias, groups=self.groups)
         self.sigmoid = sigmoid
 
     def forward(self, z):
@@ -340,3 +364,20 @@ def count_parameters(net: nn.Module) -> int:
 def describe(nets: Sequence[str] = tuple(NETWORKS)) -> str:
     """One line per builder with its default parameter count (for ``--help`` and docs)."""
     return "\n".join(f"{n}: {count_parameters(NETWORKS[n]()):,} parameters" for n in nets)
+
+
+def stack_state(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """State of a ``groups=len(states)`` network from the states of single networks."""
+    out = {}
+    for key, first in states[0].items():
+        if first.ndim == 0:  # BatchNorm's num_batches_tracked
+            out[key] = first.clone()
+        else:
+            out[key] = torch.cat([s[key] for s in states], dim=0)
+    return out
+
+
+def unstack_state(state: dict[str, torch.Tensor], groups: int) -> list[dict[str, torch.Tensor]]:
+    """The single-network states inside a ``groups``-network state (inverse of :func:`stack_state`)."""
+    return [{k: (v.clone() if v.ndim == 0 else v.chunk(groups, dim=0)[g].clone()) for k, v in state.items()}
+            for g in range(groups)]

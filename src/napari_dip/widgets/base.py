@@ -341,8 +341,20 @@ class RestorationWidget(Container):
             data, planes = run["output"], job.n_slices
             self.slices.value = job.n_slices
             self._set_status(f"{self.title} done in {seconds:.1f} s: layer {layer.name!r}")
+        elif not alive:  # nowhere to put a partial result
+            data, planes = None, 0
+            if err is not None:
+                self._report_error(f"{self.title} failed: {err}")
+            else:
+                self._set_status(f"{self.title} cancelled: the output layer was removed")
         else:
-            data, planes = finished_output(job, cancelled=True)
+            try:
+                data, planes = finished_output(job, cancelled=True)
+            except Exception as lost:  # noqa: BLE001 - never leave the widget stuck in 'running'
+                data = np.nan_to_num(job.output, nan=0.0, posinf=0.0, neginf=0.0)  # finished planes only
+                planes = int(np.count_nonzero(job.done))
+                err = RuntimeError(f"{err or 'cancelled'}; the partial result could not be recovered "
+                                   f"({type(lost).__name__}: {lost})")
             if err is not None:
                 self._report_error(f"{self.title} failed: {err}" + (
                     f" (kept {planes} of {job.n_slices} planes)" if planes and alive else ""))
