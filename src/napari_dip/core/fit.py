@@ -190,6 +190,8 @@ class Fitter:
         ``'auto'``: bf16 autocast on CUDA, fp32 elsewhere.
     sync_every : int, optional
         Copy the loss to the host every this many iterations (default 1 on CPU, 10 on GPUs).
+    channels_last : bool, optional
+        Run the network on channels-last tensors (default: on CUDA only).
     groups : int
         Fit this many independent images at once, stacked along the target's channels
         (``(1, groups * C, H, W)``), with one skip network per image run side by side as grouped
@@ -203,10 +205,10 @@ class Fitter:
                  device: str | torch.device = "auto", seed: int = 0, preview_every: int = 0,
                  export: Export | None = None, net: DIPNet | None = None, init_state: dict | None = None,
                  precision: str = "auto", sync_every: int | None = None, input: torch.Tensor | None = None,
-                 groups: int = 1):
+                 groups: int = 1, channels_last: bool | None = None):
         try:
             self._setup(target, operator, settings, iterations, device, seed, preview_every, export, net,
-                        init_state, precision, sync_every, input, groups)
+                        init_state, precision, sync_every, input, groups, channels_last)
         except Exception as err:
             if _is_oom(err):
                 raise DIPMemoryError(f"out of memory while setting up the fit of a {tuple(target.shape[-2:])} "
@@ -215,7 +217,7 @@ class Fitter:
             raise
 
     def _setup(self, target, operator, settings, iterations, device, seed, preview_every, export, net,
-               init_state, precision, sync_every, input, groups) -> None:
+               init_state, precision, sync_every, input, groups, channels_last) -> None:
         if target.ndim != 4 or target.shape[0] != 1:
             raise ValueError(f"target must be a (1, C, H, W) tensor, got shape {tuple(target.shape)}")
         self.settings = settings or get_settings("paper", "denoise")
@@ -268,8 +270,10 @@ class Fitter:
         self.padded = (max(math.ceil(h / m), cells) * m, max(math.ceil(w / m), cells) * m)
         self.offset = ((self.padded[0] - h) // 2, (self.padded[1] - w) // 2)
         self.net = net.to(self.device).train()
-        if cuda:
+        self.channels_last = cuda if channels_last is None else bool(channels_last)
+        if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        if cuda:
             torch.backends.cudnn.benchmark = True
         if input is None:
             z = make_input(net.in_channels, *net.input_size(*self.padded), kind=s.input_kind,
@@ -286,7 +290,7 @@ class Fitter:
             mode = "reflect" if max(top, bottom) < h and max(left, right) < w else "replicate"
             z = F.pad(input.float(), (left, right, top, bottom), mode=mode)
             self._noise_shape = tuple(z.shape)
-        self.z = z.to(self.device, memory_format=torch.channels_last) if cuda else z.to(self.device)
+        self.z = z.to(self.device, memory_format=torch.channels_last) if self.channels_last else z.to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=s.lr)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.jitter_gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)

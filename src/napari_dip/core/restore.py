@@ -58,6 +58,22 @@ def plan_tiles(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     return [(a, a + tile) for a in starts]
 
 
+def _relay(gen: Generator[Snapshot, None, Any], transform: Callable[[Snapshot], Snapshot]
+           ) -> Generator[Snapshot, None, Any]:
+    """Yield ``transform(snapshot)`` for each snapshot of ``gen``; return ``gen``'s value."""
+    while True:
+        try:
+            snap = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield transform(snap)
+
+
+def _first(images: list | None):
+    """The first plane's preview of a batch (None stays None)."""
+    return None if images is None else images[0]
+
+
 def _ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
     """1D blending weights: linear ramps over the overlap, except at the image border."""
     w = np.ones(length, np.float64)
@@ -291,18 +307,10 @@ class Restoration:
                               precision=self.precision, groups=len(planes))
         self.current_slice = planes[0]
         self._batch_planes = planes
-        gen = self.current.steps()
         label = f"planes {planes[0] + 1}-{planes[-1] + 1} together"
-        while True:
-            try:
-                snap = next(gen)
-            except StopIteration as stop:
-                res: FitResult = stop.value
-                break
-            yield dataclasses.replace(
-                snap, image=None if snap.image is None else snap.image[0],
-                ema=None if snap.ema is None else snap.ema[0], message=snap.message or label,
-                slice_index=planes[0], n_slices=self.n_slices)
+        res: FitResult = yield from _relay(self.current.steps(), lambda snap: dataclasses.replace(
+            snap, image=_first(snap.image), ema=_first(snap.ema), message=snap.message or label,
+            slice_index=planes[0], n_slices=self.n_slices))
         for g, (s, image) in enumerate(zip(planes, res.image)):
             put_plane(self.layout, self.output, s, image)
             best = self.current.group_best[g] if self.current.auto and self.current.group_best[g] else res.iterations
@@ -344,19 +352,16 @@ class Restoration:
                                       precision=self.precision,
                                       init_state=self._state if self.warm_start else None)
                 self._tile = (k, region, acc, wsum)
-                gen = self.current.steps()
-                while True:
-                    try:
-                        snap = next(gen)
-                    except StopIteration as stop:
-                        res: FitResult = stop.value
-                        break
-                    if acc is not None:
-                        snap = dataclasses.replace(
-                            snap, image=None if snap.image is None else self._blend_preview(snap.image),
-                            ema=None if snap.ema is None else self._blend_preview(snap.ema),
-                            message=snap.message or f"tile {k + 1}/{len(regions)}")
-                    yield dataclasses.replace(snap, slice_index=s, n_slices=self.n_slices)
+                tiled = acc is not None
+                label = f"tile {k + 1}/{len(regions)}"
+
+                def tag(snap: Snapshot, s=s, tiled=tiled, label=label) -> Snapshot:
+                    if tiled:  # previews show the whole plane: finished tiles plus this one
+                        snap = dataclasses.replace(snap, image=self._blend_or_none(snap.image),
+                                                   ema=self._blend_or_none(snap.ema), message=snap.message or label)
+                    return dataclasses.replace(snap, slice_index=s, n_slices=self.n_slices)
+
+                res = yield from _relay(self.current.steps(), tag)
                 iterations += res.iterations
                 if acc is not None:
                     y0, y1, x0, x1 = region
@@ -382,6 +387,9 @@ class Restoration:
         wy = _ramp((y1 - y0) * f, o, y0 == 0, y1 == h)
         wx = _ramp((x1 - x0) * f, o, x0 == 0, x1 == w)
         return (wy[:, None] * wx[None, :])[..., None]
+
+    def _blend_or_none(self, tile_image: np.ndarray | None) -> np.ndarray | None:
+        return None if tile_image is None else self._blend_preview(tile_image)
 
     def _blend_preview(self, tile_image: np.ndarray) -> np.ndarray:
         """The plane so far: finished tiles blended, the tile being fitted blended in on top."""
