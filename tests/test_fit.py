@@ -152,3 +152,13 @@ def test_bad_iterations(bad):
 def test_target_shape_checked():
     with pytest.raises(ValueError, match=r"\(1, C, H, W\)"):
         Fitter(torch.rand(3, 8, 8), settings=FAST)
+
+
+def test_rollback_judges_later_steps_against_the_restored_loss(smooth_rgb):
+    # regression: after restoring an early checkpoint (high loss), the next steps were compared
+    # with the low loss just before the blow-up, so every later step rolled back and the fit froze
+    settings = FAST.replace(stop_rule="none", checkpoint_every=1000)  # only iteration 1 is a checkpoint
+    fitter = Fitter(_tensor(add_noise(smooth_rgb, 0.05)), _Exploding({30}), settings, iterations=80)
+    snaps = list(fitter.steps())
+    assert sum(s.rolled_back for s in snaps) == 1
+    assert snaps[-1].loss < snaps[0].loss / 3

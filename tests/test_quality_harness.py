@@ -116,6 +116,16 @@ def test_harness_end_to_end(quality, tmp_path):
     assert (tmp_path / "rows.json").is_file()
 
 
+def test_replay_patience(quality):
+    signal = [(5, 3.0), (10, 2.0), (15, 2.5), (20, 1.0), (25, 1.5), (30, 1.6)]
+    curve = [(10, 20.0), (20, 25.0), (30, 24.0)]
+    assert quality.replay_patience(signal, curve, patience=5, min_iterations=0) == (10, 20.0)
+    assert quality.replay_patience(signal, curve, patience=10, min_iterations=0) == (20, 25.0)
+    rows = [{"task": "denoise", "rule": "holdout", "signal": signal, "curve": curve, "oracle_psnr": 25.0}]
+    table = quality.replay_table(rows, [5, 10], min_iterations=0)
+    assert "| denoise | holdout | 5.00 | 0.00 |" in table
+
+
 def test_missing_data_is_skipped(quality, tmp_path, capsys):
     assert quality.main(["--data", str(tmp_path / "absent")]) == []
     assert "not found" in capsys.readouterr().err

@@ -361,8 +361,9 @@ class Fitter:
             return F.mse_loss(pred, self.target)
         return ((pred - self.target) ** 2 * self.weight).sum() / self.denominator
 
-    def _save_checkpoint(self) -> None:
+    def _save_checkpoint(self, loss: float) -> None:
         self._checkpoint = {
+            "loss": loss,
             "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
             "opt": copy.deepcopy(self.optimizer.state_dict()),
             "ema": None if self._ema_sum is None else (self._ema_sum.clone(), self._ema_steps),
@@ -373,6 +374,9 @@ class Fitter:
         self._consecutive_rollbacks += 1
         msg = f"loss blew up at iteration {self.iteration}; restored the last good weights"
         if self._checkpoint is not None:
+            # the restored weights had the checkpoint's loss: judge the next steps against that,
+            # not against the (lower) loss just before the blow-up, or every step rolls back
+            self._last_good = self._checkpoint["loss"]
             self.net.load_state_dict(self._checkpoint["net"])
             self.optimizer.load_state_dict(copy.deepcopy(self._checkpoint["opt"]))
             if self._checkpoint["ema"] is not None:
@@ -472,7 +476,7 @@ class Fitter:
                         self._last_good = loss_value
                         self._consecutive_rollbacks = 0
                         if self._checkpoint is None or it % s.checkpoint_every == 0:
-                            self._save_checkpoint()
+                            self._save_checkpoint(loss_value)
                     estimate = self.ema if self.ema is not None else out
                     check = self._update_rules(it, out, estimate)
                     stop = self.auto and check.stop
