@@ -106,9 +106,12 @@ def test_batched_planes_match_plane_by_plane_fits():
     p_seq, p_bat, p_pair = _plane_psnrs(seq, clean), _plane_psnrs(bat, clean), _plane_psnrs(pair, clean)
     noisy = _plane_psnrs(stack, clean)
     assert (p_bat > noisy + 4).all() and (p_pair > noisy + 4).all()
-    # measured spread from summation order alone (1 vs 2 threads, no batching): up to 0.42 dB
+    # measured spread from summation order alone at 150 iterations: up to 0.42 dB per plane
+    # (1 vs 2 threads, no batching), up to 1.07 dB per plane between batched and sequential
+    # channels-last runs with a mean difference of 0.03 dB; a broken batch (planes mixed up or
+    # coupled) loses several dB on every plane
     for p in (p_bat, p_pair):
-        np.testing.assert_allclose(p, p_seq, atol=0.75)
+        np.testing.assert_allclose(p, p_seq, atol=1.5)
         assert abs(float(np.mean(p - p_seq))) < 0.4
 
 
