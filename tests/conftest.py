@@ -46,3 +46,18 @@ def smooth_gray(size: int = 32) -> np.ndarray:
     """A smooth grayscale float image in [0, 1]."""
     yy, xx = np.mgrid[0:size, 0:size] / (size - 1.0)
     return (0.5 + 0.35 * np.sin(5 * xx + 2 * yy) * np.cos(3 * yy)).astype(np.float32)
+
+
+def make_widget(widget_cls, viewer, layer, iterations: int, **values):
+    """A docked napari-dip widget on ``layer`` set up for a short fixed-length CPU fit; other
+    controls are set from ``values`` (``name=value``)."""
+    w = widget_cls(viewer)
+    viewer.window.add_dock_widget(w)
+    w.image.value = layer
+    w.preset.value = "fast"
+    w.device.value = "cpu"
+    w.auto_stop.value = False
+    w.iterations.value = iterations
+    for name, value in values.items():
+        getattr(w, name).value = value
+    return w

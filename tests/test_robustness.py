@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_widget
 from napari_dip import denoise, inpaint, super_resolve
 from napari_dip.cli import main as cli_main
 from napari_dip.core.fit import DIPMemoryError
@@ -667,17 +668,7 @@ def gui(make_napari_viewer, qtbot):
 def widget(kind: str, viewer, layer, iterations: int = 3, **values):
     from napari_dip import widgets
 
-    w = getattr(widgets, kind)(viewer)
-    viewer.window.add_dock_widget(w)
-    w.image.value = layer
-    w.preset.value = "fast"
-    w.device.value = "cpu"
-    w.auto_stop.value = False
-    w.iterations.value = iterations
-    w.preview_every.value = 1
-    for name, value in values.items():
-        getattr(w, name).value = value
-    return w
+    return make_widget(getattr(widgets, kind), viewer, layer, iterations, **{"preview_every": 1, **values})
 
 
 def wait_done(qtbot, w, worker):

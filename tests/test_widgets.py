@@ -19,6 +19,7 @@ pytest.importorskip("pytestqt")
 
 from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
 
+from conftest import make_widget  # noqa: E402
 from napari_dip.samples import cells, noisy_cells, psnr  # noqa: E402
 
 pytestmark = pytest.mark.gui
@@ -45,20 +46,6 @@ def errors():
     notification_manager.notification_ready.disconnect(record)
 
 
-def make(widget_cls, viewer, layer, iterations: int, **values):
-    """A widget on ``layer`` set up for a short fixed-length fit on the CPU."""
-    w = widget_cls(viewer)
-    viewer.window.add_dock_widget(w)
-    w.image.value = layer
-    w.preset.value = "fast"
-    w.device.value = "cpu"
-    w.auto_stop.value = False
-    w.iterations.value = iterations
-    for name, value in values.items():
-        getattr(w, name).value = value
-    return w
-
-
 def run_to_end(qtbot, w):
     """Start ``w`` and wait for the run to end; returns the output layer."""
     finished: list = []
@@ -79,7 +66,7 @@ def test_denoise_makes_a_better_new_layer_and_keeps_the_input(qtbot, viewer):
     layer = viewer.add_image(noisy, name="cells", scale=(0.5, 0.25), translate=(3.0, -2.0),
                              units=("um", "um"), axis_labels=("y", "x"))
     before = layer.data.copy()
-    w = make(DenoiseWidget, viewer, layer, iterations=40, preview_every=10)
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=40, preview_every=10)
     w.overrides = {"ema": 0.9}  # a short average, for a short fit
 
     previews: list[float] = []  # output layer content at each preview, seen during the run
@@ -123,7 +110,7 @@ def test_inpaint_fills_only_the_labelled_pixels(qtbot, viewer):
     layer = viewer.add_image(damaged, name="damaged")
     labels = viewer.add_labels(mask, name="holes")
     before_image, before_mask = damaged.copy(), mask.copy()
-    w = make(InpaintWidget, viewer, layer, iterations=50, mask=labels)
+    w = make_widget(InpaintWidget, viewer, layer, iterations=50, mask=labels)
     out = run_to_end(qtbot, w)
 
     holes = mask > 0
@@ -141,7 +128,7 @@ def test_super_resolve_upsamples_and_keeps_the_world_extent(qtbot, viewer):
     low = high.reshape(12, 2, 16, 2).mean(axis=(1, 3))
     nearest = np.repeat(np.repeat(low, 2, axis=0), 2, axis=1)
     layer = viewer.add_image(low, name="low", scale=(2.0, 2.0), translate=(10.0, 20.0))
-    w = make(SuperResolveWidget, viewer, layer, iterations=120, factor=2, preview_every=40)
+    w = make_widget(SuperResolveWidget, viewer, layer, iterations=120, factor=2, preview_every=40)
     w.overrides = {"ema": 0.9, "reg_noise_std": 0.0}  # converge fast, for a short fit
     out = run_to_end(qtbot, w)
 
@@ -163,7 +150,7 @@ def test_layouts_give_the_same_layout_back(qtbot, viewer, shape, dtype, rgb):
 
     data = (np.random.default_rng(0).random(shape) * (255 if dtype == np.uint8 else 1000)).astype(dtype)
     layer = viewer.add_image(data, rgb=rgb)
-    w = make(DenoiseWidget, viewer, layer, iterations=3, preview_every=1)
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=3, preview_every=1)
     slices_seen: set[int] = set()
     w.run_finished.connect(lambda _l: None)
     worker = w.run()
@@ -185,7 +172,7 @@ def long_stack_run(viewer, widget_cls=None):
 
     data = np.random.default_rng(1).random((4, 24, 32)).astype(np.float32)
     layer = viewer.add_image(data, name="stack")
-    w = make(widget_cls or DenoiseWidget, viewer, layer, iterations=100_000, preview_every=2)
+    w = make_widget(widget_cls or DenoiseWidget, viewer, layer, iterations=100_000, preview_every=2)
     worker = w.run()
     assert worker is not None, w.status.value
     return w, worker, layer, data
@@ -286,7 +273,7 @@ def test_errors_inside_the_worker_are_notifications(qtbot, viewer, errors, monke
         raise next(failures)
 
     monkeypatch.setattr(fit.Fitter, "steps", failing_steps)
-    w = make(DenoiseWidget, viewer, layer, iterations=20, preview_every=1)
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=20, preview_every=1)
     for expected in ("out of memory", "illegal memory access"):
         out = run_to_end(qtbot, w)
         assert errors and expected in errors[-1] and errors[-1].startswith("Denoising failed")
