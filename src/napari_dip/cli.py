@@ -152,14 +152,19 @@ def _check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
     for src in inputs:
         if _same_file(output, src) or output.resolve() == src.resolve():
             raise CLIError(f"output {output} is the input file {src}: refusing to overwrite an input")
-    if output.exists() and output.is_dir():
-        raise CLIError(f"output {output} is a folder; give a file name")
-    if output.exists() and not overwrite:
-        raise CLIError(f"output {output} exists; pass --overwrite to replace it")
+    _check_writable("output", output, overwrite)
     if output.suffix.lower() not in TIFF_SUFFIXES + _OTHER_SUFFIXES:
         raise CLIError(f"output {output}: unsupported format {output.suffix!r}; use .tif, .tiff, .png or .jpg")
     if not output.parent.exists():
         raise CLIError(f"output folder {output.parent} does not exist")
+
+
+def _check_writable(what: str, path: Path, overwrite: bool) -> None:
+    """Refuse a ``path`` that is a folder, or that exists without ``--overwrite``."""
+    if path.exists() and path.is_dir():
+        raise CLIError(f"{what} {path} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise CLIError(f"{what} {path} exists; pass --overwrite to replace it")
 
 
 def _check_device(device: str) -> None:
@@ -188,8 +193,6 @@ def _partial_result(job) -> np.ndarray:
     interruption came before the first iteration of a plane finished)."""
     try:
         return job.result(cancelled=True)
-    except RuntimeError:  # no estimate of the plane in progress yet
-        return job.output.copy()
     except Exception as err:  # noqa: BLE001 - still write the finished planes
         sys.stderr.write(f"\nnapari-dip: warning: the plane in progress could not be recovered "
                          f"({type(err).__name__}: {err}); writing the finished planes only\n")
@@ -262,10 +265,7 @@ def _check_output_log(log: Path, others: list[Path], overwrite: bool) -> None:
     for other in others:
         if log.resolve() == other.resolve():
             raise CLIError(f"log {log} is the same path as {other}")
-    if log.exists() and log.is_dir():
-        raise CLIError(f"log {log} is a folder; give a file name")
-    if log.exists() and not overwrite:
-        raise CLIError(f"log {log} exists; pass --overwrite to replace it")
+    _check_writable("log", log, overwrite)
     if not log.parent.exists():
         raise CLIError(f"log folder {log.parent} does not exist")
 

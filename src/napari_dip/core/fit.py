@@ -327,7 +327,6 @@ class Fitter:
             raise ValueError("iterations='auto' needs a stopping rule; use stop_rule='holdout' or 'wmv'")
         self.channels = channels
         self.weight = weight.expand_as(self.target).contiguous()
-        self.denominator = float(self.weight.sum())
         self.group_denominators = self.weight.reshape(self.groups, -1).sum(1)
         self.all_weights_one = bool((self.weight == 1).all())
 
@@ -356,12 +355,11 @@ class Fitter:
 
     def _loss(self, out: torch.Tensor) -> torch.Tensor:
         pred = self.operator(out)
-        if self.groups > 1:  # each image's own mean: gradients as in its single fit
-            err = ((pred - self.target) ** 2 * self.weight).reshape(self.groups, -1).sum(1)
-            return (err / self.group_denominators).sum()
-        if self.all_weights_one:
+        if self.groups == 1 and self.all_weights_one:
             return F.mse_loss(pred, self.target)
-        return ((pred - self.target) ** 2 * self.weight).sum() / self.denominator
+        # weighted mean per image, summed over a batch: each image's gradients as in its single fit
+        err = ((pred - self.target) ** 2 * self.weight).reshape(self.groups, -1).sum(1)
+        return (err / self.group_denominators).sum()
 
     def _save_checkpoint(self, loss: float) -> None:
         self._checkpoint = {

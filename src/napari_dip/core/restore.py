@@ -278,9 +278,13 @@ class Restoration:
 
         return target, op, export
 
-    def _skip_plane(self, s: int) -> bool:
-        """Inpainting planes with no pixel to fill are copied through unchanged."""
-        return self.fill is not None and not self.fill[s].any()
+    def _copy_through(self, s: int) -> bool:
+        """Copy an inpainting plane with no pixel to fill straight to the output; True if done so."""
+        if self.fill is None or self.fill[s].any():
+            return False
+        put_plane(self.layout, self.output, s, get_plane(self.layout, self.image, s).astype(np.float32))
+        self.done[s] = True
+        return True
 
     # -- the run ------------------------------------------------------------------------------
     def _batched(self) -> bool:
@@ -322,12 +326,7 @@ class Restoration:
     def steps(self) -> Generator[Snapshot, None, np.ndarray]:
         """Fit every plane in turn, yielding snapshots; returns the output array."""
         if self._batched():
-            todo = [s for s in range(self.n_slices) if not self.done[s]]
-            for s in todo:
-                if self._skip_plane(s):
-                    put_plane(self.layout, self.output, s, get_plane(self.layout, self.image, s).astype(np.float32))
-                    self.done[s] = True
-            todo = [s for s in todo if not self.done[s]]
+            todo = [s for s in range(self.n_slices) if not self.done[s] and not self._copy_through(s)]
             for i in range(0, len(todo), self.batch_size):
                 yield from self._batch_steps(todo[i:i + self.batch_size])
             return self.output
@@ -335,12 +334,9 @@ class Restoration:
             if self.done[s]:
                 continue
             self.current_slice = s
-            if self._skip_plane(s):
-                put_plane(self.layout, self.output, s, get_plane(self.layout, self.image, s).astype(np.float32))
-                self.done[s] = True
+            if self._copy_through(s):
                 continue
             regions = self.regions()
-            f = self.factor
             oh, ow = self.out_plane
             acc = np.zeros((oh, ow, self.layout.channels), np.float64) if len(regions) > 1 else None
             wsum = np.zeros((oh, ow, 1), np.float64) if acc is not None else None
@@ -351,8 +347,8 @@ class Restoration:
                                       seed=self.seed, preview_every=self.preview_every, export=export,
                                       precision=self.precision,
                                       init_state=self._state if self.warm_start else None)
-                self._tile = (k, region, acc, wsum)
                 tiled = acc is not None
+                self._tile = (region, acc, wsum) if tiled else None
                 label = f"tile {k + 1}/{len(regions)}"
 
                 def tag(snap: Snapshot, s=s, tiled=tiled, label=label) -> Snapshot:
@@ -363,11 +359,8 @@ class Restoration:
 
                 res = yield from _relay(self.current.steps(), tag)
                 iterations += res.iterations
-                if acc is not None:
-                    y0, y1, x0, x1 = region
-                    wt = self._tile_weight(region)
-                    acc[y0 * f:y1 * f, x0 * f:x1 * f] += wt * res.image
-                    wsum[y0 * f:y1 * f, x0 * f:x1 * f] += wt
+                if tiled:
+                    self._add_tile(acc, wsum, region, res.image)
             if acc is not None:
                 res = dataclasses.replace(res, image=(acc / wsum).astype(np.float32), iterations=iterations)
             self._tile = None
@@ -391,15 +384,20 @@ class Restoration:
     def _blend_or_none(self, tile_image: np.ndarray | None) -> np.ndarray | None:
         return None if tile_image is None else self._blend_preview(tile_image)
 
+    def _add_tile(self, acc: np.ndarray, wsum: np.ndarray, region: tuple[int, int, int, int],
+                  image: np.ndarray) -> None:
+        """Accumulate a tile's output into the weighted sum of a plane (in place)."""
+        y0, y1, x0, x1 = region
+        f = self.factor
+        wt = self._tile_weight(region)
+        acc[y0 * f:y1 * f, x0 * f:x1 * f] += wt * image
+        wsum[y0 * f:y1 * f, x0 * f:x1 * f] += wt
+
     def _blend_preview(self, tile_image: np.ndarray) -> np.ndarray:
         """The plane so far: finished tiles blended, the tile being fitted blended in on top."""
-        k, region, acc, wsum = self._tile
-        f = self.factor
-        y0, y1, x0, x1 = region
+        region, acc, wsum = self._tile
         acc2, wsum2 = acc.copy(), wsum.copy()
-        wt = self._tile_weight(region)
-        acc2[y0 * f:y1 * f, x0 * f:x1 * f] += wt * tile_image
-        wsum2[y0 * f:y1 * f, x0 * f:x1 * f] += wt
+        self._add_tile(acc2, wsum2, region, tile_image)
         with np.errstate(invalid="ignore", divide="ignore"):
             return (acc2 / wsum2).astype(np.float32)  # NaN where no tile has reached yet
 
@@ -413,7 +411,7 @@ class Restoration:
                 put_plane(self.layout, out, s, image)
         elif fitter is not None and fitter.has_estimate:
             image = fitter.result(cancelled).image
-            if self._tile is not None and self._tile[2] is not None:  # tiled: blend with finished tiles
+            if self._tile is not None:  # tiled: blend with the finished tiles
                 image = self._blend_preview(image)
             put_plane(self.layout, out, self.current_slice, image)
         return out

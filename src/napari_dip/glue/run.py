@@ -105,20 +105,8 @@ def finished_output(job, cancelled: bool) -> tuple[np.ndarray, int]:
     Finished planes, and the best estimate of the plane in progress (when cancelled or failed);
     planes never reached are 0 (they are NaN in the core's output).
     """
-    current = job.current
-    if _has_estimate(current):
-        out = job.result(cancelled=cancelled)
-    else:  # stopped (or failed) before the plane in progress had an estimate: finished planes only
-        out = job.output.copy()
+    out = job.result(cancelled=cancelled)  # leaves out a plane in progress with no estimate yet
     planes = int(np.count_nonzero(job.done))
-    if cancelled and _has_estimate(current):
+    if cancelled and job.current is not None and job.current.has_estimate:
         planes += 1
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0), planes
-
-
-def _has_estimate(fitter) -> bool:
-    """Whether a fitter has an estimate to keep. Its iteration counter rises when an iteration
-    starts, so a failure inside the first iteration leaves ``iteration == 1`` and no estimate."""
-    if fitter is None or fitter.iteration <= 0:
-        return False
-    return any(getattr(fitter, name, None) is not None for name in ("best", "ema", "last"))
