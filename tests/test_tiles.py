@@ -136,3 +136,35 @@ def test_batched_inpainting_keeps_known_pixels_per_plane():
     out = napari_dip.inpaint(damaged, mask, iterations=5, batch_size=3, **FAST)
     assert np.array_equal(out[mask == 0], damaged[mask == 0])
     assert np.array_equal(out[1], damaged[1])
+
+
+def test_tile_blending_ramps_across_overlaps(monkeypatch):
+    # each tile's "fit" returns a different constant (0, 1, 2, 3): blending must ramp across every
+    # overlap (at most ~1/overlap per pixel) and keep each tile's own value where it is alone;
+    # pasting tiles without blending would jump by a whole step
+    from napari_dip.core import restore
+    from napari_dip.core.fit import FitResult, Snapshot
+
+    class ConstantFitter:
+        made = 0
+
+        def __init__(self, target, *args, **kwargs):
+            self.value, self.shape, self.iteration = float(ConstantFitter.made), tuple(target.shape[-2:]), 0
+            ConstantFitter.made += 1
+
+        @property
+        def has_estimate(self):
+            return self.iteration > 0
+
+        def steps(self):
+            self.iteration = 1
+            yield Snapshot(iteration=1, total=1, loss=0.0)
+            return FitResult(image=np.full((*self.shape, 1), self.value, np.float32), iterations=1,
+                             best_iteration=1)
+
+    monkeypatch.setattr(restore, "Fitter", ConstantFitter)
+    out = Restoration("denoise", np.zeros((72, 72), np.float32), iterations=1, tile=44, tile_overlap=16,
+                      **FAST).run()
+    assert ConstantFitter.made == 4  # tiles (0,0) (0,28) (28,0) (28,28)
+    assert np.abs(np.diff(out, axis=0)).max() < 0.25 and np.abs(np.diff(out, axis=1)).max() < 0.25
+    assert out[0, 0] == 0 and out[0, -1] == 1 and out[-1, 0] == 2 and out[-1, -1] == 3
