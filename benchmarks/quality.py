@@ -20,8 +20,9 @@ Tasks (``--tasks``)
              shaved off. Paper (x4): DIP 29.90, bicubic 28.43.
     fmd      microscopy/fmd: single noisy frames raw/<config>_<k>.png against gt/<config>.png.
 
-Stopping rules (``--stop-rule``): ``holdout`` and ``wmv`` (automatic, capped by the preset's
-``iterations`` or ``--max-iterations``) and ``fixed`` (no stopping: exactly the cap).
+Stopping rules (``--stop-rule``): ``auto`` (hold-out, or ES-WMV where the noise is spatially
+correlated; the table says which it chose), ``holdout`` and ``wmv`` (automatic, capped by the
+preset's ``iterations`` or ``--max-iterations``) and ``fixed`` (no stopping: exactly the cap).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import numpy as np
 
 TASK_NAMES = ("denoise", "inpaint", "sr", "fmd")
 ENGINE_TASK = {"denoise": "denoise", "inpaint": "inpaint", "sr": "super_resolve", "fmd": "denoise"}
-RULES = ("holdout", "wmv", "fixed")
+RULES = ("auto", "holdout", "wmv", "fixed")
 SIGMA = 25.0
 SR_FACTOR = 4
 
@@ -308,7 +309,8 @@ class Row:
     """One (image, stopping rule) result.
 
     ``curve`` holds (iteration, PSNR of the average) at each checkpoint, ``signal`` the stopping
-    rule's (iteration, signal): enough to replay other patiences offline.
+    rule's (iteration, signal): enough to replay other patiences offline. ``chosen`` is the rule
+    ``auto`` picked and ``noise_correlation`` what it measured (empty/None for other rules).
     """
 
     task: str
@@ -328,6 +330,8 @@ class Row:
     paper: float | None = None
     curve: list[tuple[int, float]] = field(default_factory=list, repr=False)
     signal: list[tuple[int, float]] = field(default_factory=list, repr=False)
+    chosen: str = ""
+    noise_correlation: float | None = None
 
     @property
     def gap(self) -> float:
@@ -342,7 +346,7 @@ def run_case(case: Case, rule: str, preset: str = "fast", device: str = "auto", 
     Parameters
     ----------
     case : Case
-    rule : {'holdout', 'wmv', 'fixed'}
+    rule : {'auto', 'holdout', 'wmv', 'fixed'}
         ``fixed`` runs exactly the cap with no stopping rule.
     preset : str
         Engine preset.
@@ -392,7 +396,8 @@ def run_case(case: Case, rule: str, preset: str = "fast", device: str = "auto", 
         best_it, best = fit.best_iteration, value
     return Row(case.task, case.name, rule, in_psnr, in_ssim, value, structure, fit.iterations, fit.best_iteration,
                fit.stopped_early, best, best_it, seconds, fit.rollbacks, case.paper, curve,
-               list(zip(fit.history.get("signal_iteration", []), fit.history.get("signal", []), strict=True)))
+               list(zip(fit.history.get("signal_iteration", []), fit.history.get("signal", []), strict=True)),
+               ",".join(fit.history.get("stop_rule", [])), (fit.history.get("noise_correlation") or [None])[0])
 
 
 def replay_patience(signal: Sequence[Sequence[float]], curve: Sequence[Sequence[float]], patience: int,
@@ -456,6 +461,10 @@ def paper_mean(task: str, rows: Sequence[Row]) -> float | None:
     return PAPER_MEAN.get(task)
 
 
+def _rule(row: Row) -> str:
+    return f"{row.rule} ({row.chosen})" if row.chosen else row.rule
+
+
 def task_table(task: str, rows: Sequence[Row]) -> str:
     """Markdown table of one task: a row per (image, rule), then a mean row per rule."""
     label = INPUT_LABEL[task]
@@ -463,7 +472,7 @@ def task_table(task: str, rows: Sequence[Row]) -> str:
              "stop at | oracle best PSNR @ iter | gap (dB) | paper | roll-backs | time (s) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.image} | {r.rule} | {_f(r.input_psnr)} | {_f(r.input_ssim, 3)} | {_f(r.psnr)} | "
+        lines.append(f"| {r.image} | {_rule(r)} | {_f(r.input_psnr)} | {_f(r.input_ssim, 3)} | {_f(r.psnr)} | "
                      f"{_f(r.ssim, 3)} | {r.iterations} | {r.stop_iteration} | {_f(r.oracle_psnr)} @ "
                      f"{r.oracle_iteration} | {_f(r.gap)} | {_f(r.paper)} | {r.rollbacks} | {r.seconds:.1f} |")
     for rule in dict.fromkeys(r.rule for r in rows):
@@ -528,7 +537,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     p.add_argument("--device", default="auto")
     p.add_argument("--preset", default=None, help="engine preset (default: 'paper'; --quick: 'fast')")
-    p.add_argument("--stop-rule", nargs="+", choices=RULES, default=["holdout"], dest="rules")
+    p.add_argument("--stop-rule", nargs="+", choices=RULES, default=["auto"], dest="rules",
+                   help="default: auto, the engine's default")
     p.add_argument("--crop", type=int, default=None, help="centre crop size in px (default: none; --quick: 64)")
     p.add_argument("--sr-crop", type=int, default=None,
                    help="centre crop of the sr HR images (default: --crop; --quick: 96, i.e. a 24 px input)")
@@ -605,9 +615,11 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
                 row = run_case(case, rule, args.preset, args.device, args.seed, args.max_iterations,
                                args.preview_every, **overrides)
                 rows.append(row)
-                print(f"{task:8s} {case.name:20s} {rule:8s} input {row.input_psnr:6.2f}  auto {row.psnr:6.2f} "
+                print(f"{task:8s} {case.name:20s} {_rule(row):14s} input {row.input_psnr:6.2f}  auto {row.psnr:6.2f} "
                       f"(stop {row.stop_iteration}/{row.iterations})  oracle {row.oracle_psnr:6.2f} "
-                      f"@ {row.oracle_iteration}  gap {row.gap:5.2f}  {row.seconds:6.1f} s", flush=True)
+                      f"@ {row.oracle_iteration}  gap {row.gap:5.2f}  {row.seconds:6.1f} s"
+                      + ("" if row.noise_correlation is None else f"  noise corr {row.noise_correlation:.2f}"),
+                      flush=True)
     text = report(rows, header)
     print("\n" + text)
     if args.out:

@@ -25,8 +25,8 @@ from .devices import resolve_device
 from .inputs import make_input
 from .networks import DIPNet, build_network, stack_state
 from .operators import Identity, LinearOperator, Mask
-from .settings import Settings, get_settings
-from .stopping import HoldOut, StopCheck, WindowedVariance, holdout_mask
+from .settings import STOP_RULES, Settings, get_settings
+from .stopping import HoldOut, StopCheck, WindowedVariance, choose_rule, holdout_mask
 
 __all__ = ["DIPMemoryError", "FitResult", "Fitter", "Snapshot", "fit", "check_iterations"]
 
@@ -300,31 +300,45 @@ class Fitter:
         weight = torch.ones_like(self.target[:, :1]) if weight is None else weight.to(self.device).float()
         if float(weight.sum()) == 0:
             raise ValueError("no pixel of the measurement is known: nothing to fit")
-        if s.stop_rule not in ("holdout", "wmv", "none"):
-            raise ValueError(f"unknown stop rule {s.stop_rule!r}; use 'holdout', 'wmv' or 'none'")
+        if s.stop_rule not in STOP_RULES:
+            raise ValueError(f"unknown stop rule {s.stop_rule!r}; use one of {', '.join(map(repr, STOP_RULES))}")
         weight = weight.expand(1, self.target.shape[1], *weight.shape[-2:])
+        # the rule of each image: 'auto' measures each image's noise correlation on its own, so a
+        # batched image gets the rule (and hold-out pixels) of its single fit
+        group_rules = [s.stop_rule] * self.groups
+        self.noise_correlations: list[float | None] = []
+        if s.stop_rule == "auto" and self.auto:
+            denoising = isinstance(self.operator, Identity)
+            picks = [choose_rule(self.target[:, g * channels:(g + 1) * channels], denoising)
+                     for g in range(self.groups)]
+            group_rules = [rule for rule, _ in picks]
+            self.noise_correlations = [corr for _, corr in picks]
         self.rules: list[HoldOut | WindowedVariance] = []
         held = None
-        if s.stop_rule == "holdout" and self.auto:  # a fixed-count fit uses every pixel
+        if "holdout" in group_rules and self.auto:  # a fixed-count fit uses every pixel
             held = holdout_mask(tuple(self.target.shape[-2:]), s.holdout_fraction, self.seed).to(self.device)
             held = held * (weight > 0).float()
+            uses = torch.tensor([r == "holdout" for r in group_rules], dtype=held.dtype, device=self.device)
+            held = held * uses.repeat_interleave(channels).view(1, -1, 1, 1)
             train = weight * (1 - held)
             per_group = lambda t: t.reshape(self.groups, -1).sum(1)  # noqa: E731
-            if bool((per_group(held) == 0).any()) or bool((per_group(train) == 0).any()):
+            checked = [g for g, r in enumerate(group_rules) if r == "holdout"]
+            if bool((per_group(held)[checked] == 0).any()) or bool((per_group(train) == 0).any()):
                 held = None  # too few pixels to hold any out: fall back to ES-WMV
             else:
                 weight = train
         for g in range(self.groups):
             c = slice(g * channels, (g + 1) * channels)
-            if held is not None:
+            if held is not None and group_rules[g] == "holdout":
                 # the held-out pixels are known pixels, where a mask operator is the identity
                 op = Identity() if isinstance(self.operator, Mask) else self.operator
                 self.rules.append(HoldOut(op, self.target[:, c], held[:, c], s.stop_patience, s.stop_every,
                                           s.min_iterations))
-            elif s.stop_rule == "wmv" or (s.stop_rule == "holdout" and self.auto):
+            elif (self.auto and group_rules[g] != "none") or s.stop_rule == "wmv":
                 self.rules.append(WindowedVariance(s.stop_window, s.stop_patience, s.stop_every, s.min_iterations))
         if self.auto and not self.rules:
-            raise ValueError("iterations='auto' needs a stopping rule; use stop_rule='holdout' or 'wmv'")
+            raise ValueError("iterations='auto' needs a stopping rule; use stop_rule='auto', 'holdout' or 'wmv'")
+        self.stop_rules = ["holdout" if isinstance(r, HoldOut) else "wmv" for r in self.rules]
         self.channels = channels
         self.weight = weight.expand_as(self.target).contiguous()
         self.group_denominators = self.weight.reshape(self.groups, -1).sum(1)
@@ -342,6 +356,9 @@ class Fitter:
         self.rollbacks = 0
         self.seconds = 0.0
         self.history: dict[str, list] = {"iteration": [], "loss": [], "signal_iteration": [], "signal": []}
+        if self.noise_correlations:  # stop_rule='auto': what it measured and chose, per image
+            self.history["stop_rule"] = list(self.stop_rules)
+            self.history["noise_correlation"] = list(self.noise_correlations)
         self._ema_steps = 0
         self._checkpoint: dict | None = None
         self._last_good: float | None = None

@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-__all__ = ["Settings", "TASKS", "PRESETS", "get_settings"]
+__all__ = ["Settings", "TASKS", "PRESETS", "STOP_RULES", "get_settings"]
 
 TASKS = ("denoise", "inpaint", "super_resolve")
+#: valid values of :attr:`Settings.stop_rule`
+STOP_RULES = ("auto", "holdout", "wmv", "none")
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,11 @@ class Settings:
         Weight of the exponential moving average of outputs (0 disables averaging).
     iterations : int
         Iterations of a fixed-count fit; also the cap of an automatic (``'auto'``) fit.
-    stop_rule : {'holdout', 'wmv', 'none'}
+    stop_rule : {'auto', 'holdout', 'wmv', 'none'}
         Signal of automatic stopping (see :mod:`napari_dip.core.stopping`): the error on held-out
         pixels (``holdout_fraction`` of them), or ES-WMV over ``stop_window`` iterations.
+        ``'auto'`` (default) uses ES-WMV for denoising images whose noise is spatially correlated
+        (:func:`~napari_dip.core.stopping.choose_rule`) and the hold-out otherwise.
         Signals are computed every ``stop_every`` iterations; the fit stops after
         ``stop_patience`` iterations without a new minimum, never before ``min_iterations``.
     rollback_factor : float
@@ -52,7 +56,7 @@ class Settings:
     reg_noise_std: float = 1.0 / 30.0
     ema: float = 0.99
     iterations: int = 3000
-    stop_rule: str = "holdout"
+    stop_rule: str = "auto"
     holdout_fraction: float = 0.05
     stop_window: int = 100
     stop_patience: int = 400

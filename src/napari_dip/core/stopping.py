@@ -4,7 +4,7 @@ Both rules watch a signal every ``every`` iterations, remember the iteration whe
 (the fit loop keeps the averaged output from that iteration as the estimate) and request a stop
 once ``patience`` iterations pass without a new minimum.
 
-``HoldOut`` (default, ``stop_rule='holdout'``)
+``HoldOut`` (``stop_rule='holdout'``)
     A random ``fraction`` of the measured pixels (seeded) is kept out of the loss. The signal is
     the mean squared error of the averaged output (through the forward operator) on those
     held-out pixels. For noise that is independent from pixel to pixel (Gaussian, Poisson,
@@ -17,6 +17,15 @@ once ``patience`` iterations pass without a new minimum.
     ES-WMV (Wang et al., "Early Stopping for Deep Image Prior", TMLR 2023): the windowed moving
     variance ``VAR_t = 1/W sum_i ||x_i - mean(x)||^2 / n`` of the last ``W`` raw outputs. Outputs
     are sampled every ``every`` iterations to bound memory and host syncs.
+
+``stop_rule='auto'`` (default; see :func:`choose_rule`)
+    The hold-out assumption fails when the noise is correlated between neighbouring pixels (e.g.
+    FMD's wide-field frames, whose noise is band-limited: correlation 0.58 at lag 1): the network
+    then predicts the held-out pixels' noise from their fitted neighbours, and the signal keeps
+    falling while the true error rises. ``'auto'`` estimates the noise's short-range correlation
+    from the noisy image alone (:func:`noise_correlation`) and uses ES-WMV above
+    :data:`CORRELATED_NOISE_THRESHOLD`, the hold-out otherwise. Only denoising (identity operator)
+    is tested: for inpainting and super-resolution the hold-out measures the task itself.
 """
 
 from __future__ import annotations
@@ -26,7 +35,13 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["StopCheck", "HoldOut", "WindowedVariance", "holdout_mask"]
+__all__ = ["StopCheck", "HoldOut", "WindowedVariance", "holdout_mask", "noise_correlation", "choose_rule",
+           "CORRELATED_NOISE_THRESHOLD"]
+
+#: :func:`noise_correlation` above which ``stop_rule='auto'`` uses ES-WMV. Measured (64 px crops to
+#: full 512 px images): Gaussian noise sigma = 25 on 0-255 <= 0.05, sigma = 10 <= 0.18, FMD confocal
+#: and two-photon frames <= 0.07, noise-free natural images <= 0.38, FMD wide-field frames 0.53-0.55.
+CORRELATED_NOISE_THRESHOLD = 0.45
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,85 @@ def holdout_mask(shape: tuple[int, int], fraction: float, seed: int) -> torch.Te
     if mask.sum() == 0:
         mask.view(-1)[int(torch.randint(mask.numel(), (1,), generator=g))] = 1.0
     return mask
+
+
+def noise_correlation(image: torch.Tensor, patch: int = 8, keep: float = 0.3) -> float:
+    """Short-range spatial correlation of the noise of ``image``, from the noisy image alone.
+
+    The image is cut into ``patch`` x ``patch`` tiles (every channel separately); a least-squares
+    plane is removed from each tile, and the ``keep`` fraction of tiles with the smallest residual
+    variance (the flattest: mostly noise) is kept, ignoring constant (e.g. clipped) tiles. On those
+    residuals the normalised autocorrelations at lags 1 and 2 (mean of the x and y directions) are
+    ``r1`` and ``r2``; the result is ``r1 - r2``.
+
+    For white noise both are about 0. Noise correlated over a pixel or two (binned, interpolated
+    or band-limited camera noise) gives ``r1 >> r2`` (FMD wide-field: 0.46 and -0.08). Smooth image
+    content left in the flattest tiles is correlated at both lags, so it raises ``r1 - r2`` much
+    less than it raises ``r1`` alone.
+
+    Parameters
+    ----------
+    image : tensor
+        ``(..., H, W)``; leading dimensions (batch, channels) are pooled.
+    patch : int
+        Tile side in pixels.
+    keep : float
+        Fraction of the tiles (the flattest) that enter the estimate, in (0, 1].
+
+    Returns
+    -------
+    float
+        ``r1 - r2``; 0.0 when the image has fewer than 4 non-constant tiles (no evidence).
+    """
+    if patch < 3 or not 0 < keep <= 1:
+        raise ValueError("patch must be >= 3 and keep in (0, 1]")
+    x = torch.as_tensor(image).detach().to("cpu", torch.float64)
+    h, w = x.shape[-2] - x.shape[-2] % patch, x.shape[-1] - x.shape[-1] % patch
+    if h == 0 or w == 0:
+        return 0.0
+    x = x.reshape(-1, x.shape[-2], x.shape[-1])[:, :h, :w]
+    tiles = x.reshape(-1, h // patch, patch, w // patch, patch).permute(0, 1, 3, 2, 4).reshape(-1, patch * patch)
+    yy, xx = torch.meshgrid(torch.arange(patch, dtype=torch.float64), torch.arange(patch, dtype=torch.float64),
+                            indexing="ij")
+    design = torch.stack([torch.ones(patch * patch, dtype=torch.float64), yy.flatten(), xx.flatten()], 1)
+    residual = tiles - tiles @ (design @ torch.linalg.pinv(design)).T
+    variance = residual.var(dim=1)
+    residual, variance = residual[variance > 1e-12], variance[variance > 1e-12]
+    if len(variance) < 4:
+        return 0.0
+    flattest = torch.sort(variance, stable=True).indices[: max(4, int(len(variance) * keep))]
+    r = residual[flattest].reshape(-1, patch, patch)
+    power = float((r ** 2).mean())
+
+    def lag(k: int) -> float:
+        return float((r[:, :, k:] * r[:, :, :-k]).mean() + (r[:, k:] * r[:, :-k]).mean()) / (2 * power)
+
+    return lag(1) - lag(2)
+
+
+def choose_rule(target: torch.Tensor, denoising: bool = True,
+                threshold: float = CORRELATED_NOISE_THRESHOLD) -> tuple[str, float | None]:
+    """The rule ``stop_rule='auto'`` uses for one image: ``'wmv'`` for correlated noise, else ``'holdout'``.
+
+    Parameters
+    ----------
+    target : tensor
+        The measurement of one image, ``(..., H, W)``.
+    denoising : bool
+        Whether the forward operator is the identity; other tasks always get ``'holdout'``.
+    threshold : float
+        :func:`noise_correlation` above which the noise counts as correlated.
+
+    Returns
+    -------
+    rule : {'holdout', 'wmv'}
+    correlation : float or None
+        The measured :func:`noise_correlation` (None when not measured).
+    """
+    if not denoising:
+        return "holdout", None
+    correlation = noise_correlation(target)
+    return ("wmv" if correlation > threshold else "holdout"), correlation
 
 
 class HoldOut(_MinimumTracker):

@@ -1,0 +1,96 @@
+"""stop_rule='auto': the noise-correlation estimate and the rule it picks."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import smooth_gray
+from napari_dip.core.fit import Fitter
+from napari_dip.core.operators import Downsampler, Mask
+from napari_dip.core.settings import STOP_RULES, get_settings
+from napari_dip.core.stopping import (
+    CORRELATED_NOISE_THRESHOLD,
+    HoldOut,
+    WindowedVariance,
+    choose_rule,
+    noise_correlation,
+)
+
+FAST = get_settings("fast", "denoise")
+
+
+def _white(size: int = 64, sigma: float = 0.1, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, sigma, (size, size))
+
+
+def _correlated(size: int = 64, sigma: float = 0.1, seed: int = 0) -> np.ndarray:
+    """White noise smoothed by [1, 2, 1] / 4 along x and y (lag-1 correlation 0.67, lag-2 0.17)."""
+    n = np.random.default_rng(seed).normal(0, 1, (size + 2, size + 2))
+    n = (n[:-2] + 2 * n[1:-1] + n[2:]) / 4
+    n = (n[:, :-2] + 2 * n[:, 1:-1] + n[:, 2:]) / 4
+    return sigma * n / n.std()
+
+
+def _image(noise: np.ndarray, channels: int = 1) -> torch.Tensor:
+    img = smooth_gray(noise.shape[0])[None] + noise[None].astype(np.float32)
+    return torch.from_numpy(np.repeat(img, channels, 0).astype(np.float32))[None]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_noise_correlation_separates_white_from_correlated_noise(seed):
+    white = noise_correlation(_image(_white(seed=seed)))
+    correlated = noise_correlation(_image(_correlated(seed=seed)))
+    assert abs(white) < 0.15 < CORRELATED_NOISE_THRESHOLD < correlated, (white, correlated)
+    # the estimate is about the noise, not the level or the offset
+    assert noise_correlation(3 * _image(_correlated(seed=seed)) + 1) == pytest.approx(correlated, abs=1e-6)
+
+
+def test_noise_correlation_without_evidence_is_zero():
+    assert noise_correlation(torch.zeros(1, 1, 32, 32)) == 0.0  # constant: no noise at all
+    assert noise_correlation(torch.rand(1, 1, 5, 40)) == 0.0  # smaller than one tile
+    with pytest.raises(ValueError):
+        noise_correlation(torch.rand(1, 1, 32, 32), keep=0)
+
+
+def test_choose_rule():
+    assert choose_rule(_image(_white()))[0] == "holdout"
+    rule, corr = choose_rule(_image(_correlated()))
+    assert rule == "wmv" and corr > CORRELATED_NOISE_THRESHOLD
+    assert choose_rule(_image(_correlated()), denoising=False) == ("holdout", None)
+
+
+def test_auto_rule_in_the_fitter():
+    white = Fitter(_image(_white()), settings=FAST.replace(stop_rule="auto"), iterations="auto", device="cpu")
+    assert white.stop_rules == ["holdout"] and isinstance(white.rules[0], HoldOut)
+    assert white.history["stop_rule"] == ["holdout"] and abs(white.history["noise_correlation"][0]) < 0.15
+    corr = Fitter(_image(_correlated()), settings=FAST.replace(stop_rule="auto"), iterations="auto", device="cpu")
+    assert corr.stop_rules == ["wmv"] and isinstance(corr.rules[0], WindowedVariance)
+    assert bool((corr.weight == 1).all())  # no pixel is held out of the loss
+    # inpainting and super-resolution keep the hold-out whatever the noise
+    settings = get_settings("fast", "inpaint", stop_rule="auto")
+    mask = Mask(torch.ones(1, 1, 64, 64))
+    assert Fitter(_image(_correlated()), mask, settings, iterations="auto", device="cpu").stop_rules == ["holdout"]
+    settings = get_settings("fast", "super_resolve", stop_rule="auto")
+    sr = Fitter(_image(_correlated(32)), Downsampler(2), settings, iterations="auto", device="cpu")
+    assert sr.stop_rules == ["holdout"]
+    # a fixed-count fit has no rule to choose and fits every pixel
+    fixed = Fitter(_image(_correlated()), settings=FAST.replace(stop_rule="auto"), iterations=10, device="cpu")
+    assert fixed.rules == [] and "stop_rule" not in fixed.history
+
+
+def test_auto_rule_is_chosen_per_image_in_a_batch():
+    images = [_image(_white(48)), _image(_correlated(48, seed=1))]
+    settings = FAST.replace(stop_rule="auto", iterations=30, min_iterations=5, stop_patience=10, stop_window=10)
+    batch = Fitter(torch.cat(images, 1), settings=settings, iterations="auto", device="cpu", groups=2)
+    assert batch.stop_rules == ["holdout", "wmv"]
+    assert bool((batch.weight[:, 1] == 1).all()) and not bool((batch.weight[:, 0] == 1).all())
+    for g, img in enumerate(images):
+        single = Fitter(img, settings=settings, iterations="auto", device="cpu")
+        assert single.stop_rules == [batch.stop_rules[g]]
+        torch.testing.assert_close(single.weight, batch.weight[:, g:g + 1])
+
+
+def test_unknown_stop_rule_lists_the_valid_ones():
+    assert "auto" in STOP_RULES
+    with pytest.raises(ValueError, match="'auto', 'holdout', 'wmv', 'none'"):
+        Fitter(_image(_white()), settings=FAST.replace(stop_rule="bogus"), iterations="auto", device="cpu")
