@@ -99,3 +99,16 @@ def test_demo_info_version():
     assert r.returncode == 0 and "2,217,831" in r.stdout
     r = cli("--version")
     assert r.returncode == 0 and "napari-dip" in r.stdout
+
+
+def test_precision_option(noisy_png, tmp_path):
+    src, clean = noisy_png
+    out, log = tmp_path / "out.tif", tmp_path / "log.json"
+    r = cli("denoise", src, "-o", out, "--iterations", 60, "--preset", "fast", "--device", "cpu",
+            "--precision", "bf16", "--log", log, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(log.read_text())["precision"] == "bf16"
+    res = tifffile.imread(out)
+    assert res.dtype == np.float32 and np.isfinite(res).all()
+    r = cli("denoise", src, "-o", tmp_path / "other.tif", "--precision", "fp8")
+    assert r.returncode == 2 and "fp8" in r.stderr and not (tmp_path / "other.tif").exists()

@@ -162,3 +162,20 @@ def test_rollback_judges_later_steps_against_the_restored_loss(smooth_rgb):
     snaps = list(fitter.steps())
     assert sum(s.rolled_back for s in snaps) == 1
     assert snaps[-1].loss < snaps[0].loss / 3
+
+
+def test_bf16_on_cpu_is_opt_in_and_still_improves(smooth_rgb):
+    noisy = add_noise(smooth_rgb, 0.1)
+    default = Fitter(_tensor(noisy), settings=FAST, iterations=2, device="cpu")
+    assert default.amp_dtype is None  # 'auto' stays float32 on the CPU
+    fitter = Fitter(_tensor(noisy), settings=FAST, iterations=150, device="cpu", precision="bf16")
+    assert fitter.amp_dtype == torch.bfloat16
+    res = drain_fit(fitter)
+    assert res.image.dtype == np.float32 and np.isfinite(res.image).all()
+    assert psnr(res.image, smooth_rgb, 1.0) > psnr(noisy, smooth_rgb, 1.0) + 5
+
+
+def drain_fit(fitter):
+    for _ in fitter.steps():
+        pass
+    return fitter.result()

@@ -58,3 +58,39 @@ def test_skip_builder_options():
     with pytest.raises(ValueError, match="padding"):
         skip(4, 1, channels_down=(8,), channels_up=(8,), channels_skip=(2,), pad="circular")(torch.rand(1, 4, 8, 8))
     assert np.isfinite(count_parameters(net))
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_upsampling_gradient_is_dense_and_exact(mode, channels_last):
+    # the skip net's upsampling hands its backward a dense copy of the strided channel slice that
+    # the concatenation passes back (a speed fix); values and gradients must equal interpolation's
+    from napari_dip.core.networks import _upsample
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(1, 6, 5, 7, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    up = _upsample(mode)
+    kw = {} if mode == "nearest" else {"align_corners": False}
+    ref = torch.nn.functional.interpolate(x, scale_factor=2, mode=mode, **kw)
+    out = up(x)
+    torch.testing.assert_close(out, ref)
+    other = torch.randn(1, 3, 10, 14, dtype=torch.float64).contiguous(memory_format=fmt)
+    cat = torch.cat([other, out], 1)
+    weight = torch.randn_like(cat)
+    (cat * weight).sum().backward()
+    torch.testing.assert_close(x.grad, torch.autograd.grad((ref * weight[:, 3:]).sum(), x)[0])
+    assert torch.autograd.gradcheck(up, (x.detach().clone().requires_grad_(),))
+
+
+def test_skip_net_gradients_equal_with_and_without_channels_last():
+    torch.manual_seed(0)
+    net = skip(8, 2, channels_down=(8, 8), channels_up=(8, 8), channels_skip=(2, 2)).double()
+    z = torch.rand(1, 8, 16, 16, dtype=torch.float64)
+    grads = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        net.zero_grad()
+        net.to(memory_format=fmt)
+        net(z.contiguous(memory_format=fmt)).square().sum().backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
