@@ -96,7 +96,10 @@ def test_build_restoration_auto_and_fixed_iterations():
     job = build_restoration("denoise", inp, RunOptions(iterations=77, auto_stop=True, preset="fast", device="cpu"))
     assert job.iterations == "auto" and job.settings.iterations == 77
     job = build_restoration("denoise", inp, RunOptions(iterations=5, auto_stop=False, preset="fast", device="cpu"))
-    assert job.iterations == 5
+    assert job.iterations == 5 and job.precision == "auto"
+    job = build_restoration("denoise", inp, RunOptions(iterations=2, auto_stop=False, preset="fast", device="cpu",
+                                                       precision="bf16"))
+    assert job.precision == "bf16" and np.isfinite(job.run()).all()
     job = build_restoration("super_resolve", inp, RunOptions(factor=3, kernel="bicubic", device="cpu"))
     assert job.factor == 3 and job.kernel == "bicubic" and job.output.shape == (48, 48)
     with pytest.raises(ValueError, match="mask is empty"):

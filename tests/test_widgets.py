@@ -314,6 +314,9 @@ def test_controls_follow_layers_and_presets(viewer):
     assert w.iterations.value == 123  # a value the user chose is kept
     w.auto_stop.value = False
     assert w.iterations.label == "iterations"
+    assert w.options().precision == "auto"
+    w.precision.value = "bf16"
+    assert w.options().precision == "bf16"
     viewer.layers.remove(img)
     assert w.image.choices == (None,) and w.image.value is None
 

@@ -14,7 +14,8 @@ __all__ = ["denoise", "inpaint", "super_resolve"]
 
 _DOC_COMMON = """
     iterations : int or 'auto'
-        A fixed number of iterations, or automatic stopping (ES-WMV) capped by the preset.
+        A fixed number of iterations, or automatic stopping (``stop_rule``, default ``'auto'``) capped by
+        the preset.
     preset : {'paper', 'fast'}
         ``paper``: the paper's 2.2M-parameter skip net; ``fast``: a light net for CPUs.
     device : str

@@ -53,7 +53,7 @@ class Snapshot:
         Current network output and its running average, exported (e.g. numpy in the input's
         units), every ``preview_every`` iterations and at the end; None otherwise.
     stop_signal : float or None
-        The stopping rule's signal (ES-WMV variance) where computed.
+        The stopping rule's signal (hold-out error or ES-WMV variance) where computed.
     best_iteration : int
         Iteration of the best estimate so far (that of the last iteration for fixed fits).
     stopped : bool

@@ -27,7 +27,9 @@ class RunOptions:
     iterations : int
         Iterations of a fixed fit, or the most an automatic fit may run.
     auto_stop : bool
-        Stop each plane automatically (ES-WMV) and keep the most stable estimate.
+        Stop each plane automatically (the preset's ``stop_rule``, by default ``'auto'``: hold-out
+        validation, or ES-WMV for spatially correlated noise) and keep the estimate from the best
+        iteration.
     preset : str
         ``'paper'`` (the reference networks) or ``'fast'`` (a light network for CPUs).
     device : str
@@ -39,6 +41,9 @@ class RunOptions:
         of each plane only).
     warm_start : bool
         Start each plane of a stack from the previous plane's weights.
+    precision : str
+        ``'auto'`` (bf16 on CUDA, fp32 elsewhere), ``'fp32'`` or ``'bf16'`` (faster on CPUs with
+        AMX, slightly lower quality; see docs/performance.md).
     factor : int
         Super-resolution factor (ignored by other tasks).
     kernel : str
@@ -55,6 +60,7 @@ class RunOptions:
     seed: int = 0
     preview_every: int = 25
     warm_start: bool = False
+    precision: str = "auto"
     factor: int = 4
     kernel: str = "lanczos2"
     overrides: dict[str, Any] | None = None
@@ -91,7 +97,7 @@ def build_restoration(task: str, inp: ImageInput, options: RunOptions, mask: np.
         kwargs["kernel"] = options.kernel
     return Restoration(task, inp.data, iterations=iterations, preset=settings, device=options.device,
                        seed=int(options.seed), rgb=inp.rgb, preview_every=int(options.preview_every),
-                       warm_start=bool(options.warm_start), **kwargs)
+                       warm_start=bool(options.warm_start), precision=str(options.precision), **kwargs)
 
 
 def empty_output(job) -> np.ndarray:

@@ -50,7 +50,7 @@ class RestorationWidget(Container):
 
     Attributes
     ----------
-    image, iterations, auto_stop, preset, device, seed, preview_every, warm_start
+    image, iterations, auto_stop, preset, device, precision, seed, preview_every, warm_start
         The controls (magicgui widgets; set ``.value`` to script them).
     run_button, cancel_button : PushButton
     progress, slices : ProgressBar
@@ -93,13 +93,18 @@ class RestorationWidget(Container):
                                   min=1, max=1_000_000, step=100,
                                   tooltip="Iterations per plane (the cap when stopping automatically)")
         self.auto_stop = CheckBox(name="auto_stop", label="auto stop", value=True,
-                                  tooltip="Stop each plane when the output is most stable (ES-WMV) and keep "
-                                          "that estimate; off: run exactly 'iterations' iterations")
+                                  tooltip="Stop each plane once its best iteration has passed (hold-out "
+                                          "validation; ES-WMV for spatially correlated noise) and keep the "
+                                          "estimate from that iteration; off: run exactly 'iterations' iterations")
         self.preset = ComboBox(name="preset", label="preset", choices=list(PRESETS), value=preset,
                                tooltip="'paper': the reference networks (best, slow on a CPU); "
                                        "'fast': a light network for CPUs")
         self.device = ComboBox(name="device", label="device", choices=available_devices(), value="auto",
                                tooltip="Where to fit: 'auto' picks a GPU if there is one")
+        self.precision = ComboBox(name="precision", label="precision", choices=["auto", "fp32", "bf16"],
+                                  value="auto",
+                                  tooltip="'auto': bf16 on a GPU, fp32 on a CPU; 'bf16' on a CPU with AMX is "
+                                          "1.2-2.3x faster per iteration at slightly lower quality")
         self.seed = SpinBox(name="seed", label="seed", value=0, min=0, max=2**31 - 1,
                             tooltip="Random seed: the same seed gives the same result on a CPU")
         self.preview_every = SpinBox(name="preview_every", label="preview every", value=25, min=0, max=100_000,
@@ -118,7 +123,8 @@ class RestorationWidget(Container):
         self.plot = FitPlot(name="plot")
 
         controls: list[Widget] = [self.image, *self._task_controls(), self.iterations, self.auto_stop,
-                                  self.preset, self.device, self.seed, self.preview_every, self.warm_start]
+                                  self.preset, self.device, self.precision, self.seed, self.preview_every,
+                                  self.warm_start]
         bars = Container(name="bars", widgets=[self.progress, self.slices], labels=True)
         for box in (buttons, bars):
             box.margins = (0, 0, 0, 0)
@@ -189,7 +195,8 @@ class RestorationWidget(Container):
         return RunOptions(iterations=int(self.iterations.value), auto_stop=bool(self.auto_stop.value),
                           preset=str(self.preset.value), device=str(self.device.value),
                           seed=int(self.seed.value), preview_every=int(self.preview_every.value),
-                          warm_start=bool(self.warm_start.value), overrides=dict(self.overrides),
+                          warm_start=bool(self.warm_start.value), precision=str(self.precision.value),
+                          overrides=dict(self.overrides),
                           **self._task_options())
 
     def _task_options(self) -> dict[str, Any]:
