@@ -59,7 +59,7 @@ class Settings:
     stop_rule: str = "auto"
     holdout_fraction: float = 0.05
     stop_window: int = 100
-    stop_patience: int = 400
+    stop_patience: int = 200
     stop_every: int = 5
     min_iterations: int = 100
     rollback_factor: float = 10 ** 0.5

@@ -174,7 +174,7 @@ class HoldOut(_MinimumTracker):
         Weight of each measured value in the validation error (1 = held out), broadcastable.
     """
 
-    def __init__(self, operator, target: torch.Tensor, held_out: torch.Tensor, patience: int = 400,
+    def __init__(self, operator, target: torch.Tensor, held_out: torch.Tensor, patience: int = 200,
                  every: int = 5, min_iterations: int = 100):
         super().__init__(patience, every, min_iterations)
         self.operator = operator
@@ -195,7 +195,7 @@ class HoldOut(_MinimumTracker):
 class WindowedVariance(_MinimumTracker):
     """ES-WMV: windowed moving variance of the raw outputs with patience."""
 
-    def __init__(self, window: int = 100, patience: int = 400, every: int = 5, min_iterations: int = 100):
+    def __init__(self, window: int = 100, patience: int = 200, every: int = 5, min_iterations: int = 100):
         super().__init__(patience, every, min_iterations)
         if window < 2:
             raise ValueError("window must be >= 2")
