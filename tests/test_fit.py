@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import add_noise, read_png, smooth_gray
-from napari_dip.core.fit import Fitter, check_iterations, fit
+from napari_dip.core.fit import Fitter, check_iterations, drain, fit
 from napari_dip.core.settings import get_settings
 from napari_dip.samples import psnr
 
@@ -170,12 +170,7 @@ def test_bf16_on_cpu_is_opt_in_and_still_improves(smooth_rgb):
     assert default.amp_dtype is None  # 'auto' stays float32 on the CPU
     fitter = Fitter(_tensor(noisy), settings=FAST, iterations=150, device="cpu", precision="bf16")
     assert fitter.amp_dtype == torch.bfloat16
-    res = drain_fit(fitter)
+    res = drain(fitter.steps())
     assert res.image.dtype == np.float32 and np.isfinite(res.image).all()
     assert psnr(res.image, smooth_rgb, 1.0) > psnr(noisy, smooth_rgb, 1.0) + 5
 
-
-def drain_fit(fitter):
-    for _ in fitter.steps():
-        pass
-    return fitter.result()

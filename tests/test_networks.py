@@ -82,6 +82,20 @@ def test_upsampling_gradient_is_dense_and_exact(mode, channels_last):
     assert torch.autograd.gradcheck(up, (x.detach().clone().requires_grad_(),))
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_dense_grad_hands_back_a_dense_copy_of_a_strided_gradient(channels_last):
+    from napari_dip.core.networks import _DenseGrad
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(1, 6, 5, 7).contiguous(memory_format=fmt).requires_grad_()
+    seen = []
+    x.register_hook(seen.append)
+    strided = torch.randn(1, 9, 5, 7).contiguous(memory_format=torch.channels_last)[:, 3:]  # a channel slice
+    assert not strided.is_contiguous(memory_format=fmt)
+    _DenseGrad.apply(x).backward(strided)
+    assert seen[0].is_contiguous(memory_format=fmt) and torch.equal(seen[0], strided)
+
+
 def test_skip_net_gradients_equal_with_and_without_channels_last():
     torch.manual_seed(0)
     net = skip(8, 2, channels_down=(8, 8), channels_up=(8, 8), channels_skip=(2, 2)).double()

@@ -84,6 +84,12 @@ def _factor(value: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _add_precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto (default): bf16 on CUDA, fp32 elsewhere; bf16 on a CPU with AMX is 1.2-2.3x faster "
+                        "per iteration at slightly lower quality (docs/performance.md)")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", type=Path, help="input image (TIFF, PNG or JPEG); never modified")
     p.add_argument("-o", "--output", type=Path, required=True,
@@ -93,9 +99,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=["paper", "fast"], default="paper", help="network preset (default paper)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto (default): bf16 on CUDA, fp32 elsewhere; bf16 on a CPU with AMX is 1.2-2.3x faster "
-                        "per iteration at slightly lower quality (docs/performance.md)")
+    _add_precision(p)
     p.add_argument("--channel-axis", type=int, default=None,
                    help="axis holding channels; default: a last axis of 3 or 4 is RGB(A), otherwise grayscale")
     p.add_argument("--log", type=Path, default=None, help="write the loss/stop-signal curves as JSON here")
@@ -130,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["paper", "fast"], default="fast")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    _add_precision(p)
     p.add_argument("-o", "--output", type=Path, default=None, help="also save noisy/result as TIFF here")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -256,7 +260,7 @@ def _run_restoration(args: argparse.Namespace) -> int:
     write_image(args.output, result)
     if args.log is not None:
         log = {"command": args.command, "input": str(args.input), "output": str(args.output),
-               "preset": args.preset, "device": str(args.device), "precision": args.precision, "seed": args.seed,
+               "preset": args.preset, "device": str(args.device), "precision": job.precision, "seed": args.seed,
                "iterations": args.iterations, "seconds": round(seconds, 3), "interrupted": status != 0,
                "slices": job.history()}
         args.log.write_text(json.dumps(log, indent=1))
