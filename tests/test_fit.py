@@ -9,6 +9,7 @@ import torch
 from conftest import add_noise, read_png, smooth_gray
 from napari_dip.core.fit import Fitter, check_iterations, drain, fit
 from napari_dip.core.settings import get_settings
+from napari_dip.core.stopping import averaging_lag
 from napari_dip.samples import psnr
 
 FAST = get_settings("fast", "denoise")
@@ -87,9 +88,12 @@ def test_wmv_rule_runs_and_reports_signal(smooth_rgb):
                             iterations=400)
     res = fit(_tensor(add_noise(smooth_rgb, 0.1)), settings=settings, iterations="auto")
     assert len(res.history["signal"]) > 0 and all(np.isfinite(res.history["signal"]))
-    assert res.best_iteration <= res.iterations
+    assert res.history["estimate_delay"] == [averaging_lag(settings.ema)] and settings.ema == 0.99
+    minimum = res.history["signal_iteration"][int(np.argmin(res.history["signal"]))]
+    # the average is kept 100 iterations after the variance minimum (or at the cap)
+    assert res.best_iteration == min(minimum + 100, res.iterations)
     if res.stopped_early:
-        assert res.iterations - res.best_iteration >= 30
+        assert res.iterations - minimum >= 30
 
 
 class _Exploding(torch.nn.Module):

@@ -5,14 +5,17 @@ import pytest
 import torch
 
 from conftest import smooth_gray
-from napari_dip.core.fit import Fitter
+from napari_dip.core.fit import Fitter, drain
 from napari_dip.core.operators import Downsampler, Mask
 from napari_dip.core.settings import STOP_RULES, get_settings
 from napari_dip.core.stopping import (
     CORRELATED_NOISE_THRESHOLD,
+    MAX_HOLDOUT_FRACTION,
     HoldOut,
     WindowedVariance,
+    averaging_lag,
     choose_rule,
+    holdout_fraction_for,
     noise_correlation,
 )
 
@@ -94,3 +97,66 @@ def test_unknown_stop_rule_lists_the_valid_ones():
     assert "auto" in STOP_RULES
     with pytest.raises(ValueError, match="'auto', 'holdout', 'wmv', 'none'"):
         Fitter(_image(_white()), settings=FAST.replace(stop_rule="bogus"), iterations="auto", device="cpu")
+
+
+def test_averaging_lag_is_the_time_constant():
+    assert averaging_lag(0.0) == 0 and averaging_lag(0.9) == 10 and averaging_lag(0.99) == 100
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="ema must be in"):
+            averaging_lag(bad)
+
+
+def test_delayed_capture_follows_the_latest_minimum_and_holds_the_stop():
+    rule = WindowedVariance(window=10, patience=10, every=5, min_iterations=0, delay=15)
+    signals = {5: 3.0, 10: 2.0, 15: 2.5, 20: 1.0, 25: 1.5, 30: 1.6, 35: 1.7, 40: 1.8, 45: 1.9}
+    checks = {it: rule._check(it, v) for it, v in signals.items()}
+    # the minimum at 10 is superseded at 20 before its capture (25) comes due
+    assert [it for it, c in checks.items() if c.improved] == [5, 10, 20]
+    assert [it for it, c in checks.items() if c.capture] == [35]
+    # patience ran out at 30, but the stop waits for the capture
+    assert [it for it, c in checks.items() if c.stop] == [35, 40, 45]
+    immediate = WindowedVariance(window=10, patience=10, every=5, min_iterations=0)
+    assert [it for it, v in signals.items() if immediate._check(it, v).capture] == [5, 10, 20]
+    with pytest.raises(ValueError, match="delay"):
+        WindowedVariance(delay=-1)
+
+
+def test_wmv_fit_keeps_the_average_from_after_the_variance_minimum():
+    settings = FAST.replace(stop_rule="wmv", iterations=200, stop_window=20, stop_every=5, stop_patience=40,
+                            min_iterations=20)
+    fitter = Fitter(_image(_correlated(48)), settings=settings, iterations="auto", device="cpu", preview_every=5)
+    averages = {}
+    res = drain(fitter.steps(), lambda snap: averages.__setitem__(snap.iteration, snap.ema))
+    delay = averaging_lag(settings.ema)
+    minimum = res.history["signal_iteration"][int(np.argmin(res.history["signal"]))]
+    assert res.best_iteration == min(minimum + delay, res.iterations) > minimum
+    np.testing.assert_array_equal(res.image, averages[res.best_iteration])  # that very average, not the latest
+    assert not np.array_equal(res.image, averages[res.iterations]) or res.best_iteration == res.iterations
+
+
+def test_holdout_fraction_is_raised_on_small_images_only():
+    assert holdout_fraction_for(512 * 512, 0.05, 500) == 0.05  # 13107 values held out already
+    assert holdout_fraction_for(64 * 64, 0.05, 500) == pytest.approx(500 / 4096)
+    assert holdout_fraction_for(64 * 64 * 3, 0.05, 500) == 0.05  # RGB: 614 values at 5 %
+    assert holdout_fraction_for(24 * 24, 0.05, 500) == MAX_HOLDOUT_FRACTION  # capped
+    assert holdout_fraction_for(64 * 64, 0.3, 500) == 0.3  # never below the asked fraction
+    assert holdout_fraction_for(64 * 64, 0.05, 0) == 0.05  # 0 disables the raise
+    with pytest.raises(ValueError, match="holdout_min_values"):
+        holdout_fraction_for(100, 0.05, -1)
+    with pytest.raises(ValueError, match="holdout fraction"):
+        holdout_fraction_for(100, 1.5, 500)
+
+
+@pytest.mark.parametrize(("size", "channels", "expected"), [(64, 1, 500 / 4096), (64, 3, 0.05), (160, 1, 0.05)])
+def test_fitter_holds_out_at_least_the_minimum_count(size, channels, expected):
+    fitter = Fitter(_image(_white(size), channels), settings=FAST.replace(stop_rule="holdout"), iterations="auto",
+                    device="cpu")
+    held = float((fitter.weight[:, :1] == 0).float().mean())
+    assert held == pytest.approx(expected, abs=0.015)
+    assert fitter.rules[0].count == pytest.approx(held * size * size * channels)
+    # inpainting keeps the plain fraction of its known pixels (more unfitted pixels cost more there)
+    mask = torch.ones(1, 1, size, size)
+    mask[..., ::2] = 0
+    settings = get_settings("fast", "inpaint", stop_rule="holdout")
+    inpaint = Fitter(_image(_white(size), channels), Mask(mask), settings, iterations="auto", device="cpu")
+    assert inpaint.rules[0].count / (channels * size * size / 2) == pytest.approx(0.05, abs=0.015)

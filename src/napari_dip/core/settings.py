@@ -37,7 +37,10 @@ class Settings:
         Iterations of a fixed-count fit; also the cap of an automatic (``'auto'``) fit.
     stop_rule : {'auto', 'holdout', 'wmv', 'none'}
         Signal of automatic stopping (see :mod:`napari_dip.core.stopping`): the error on held-out
-        pixels (``holdout_fraction`` of them), or ES-WMV over ``stop_window`` iterations.
+        pixels (``holdout_fraction`` of them; when denoising, raised on small images so that at
+        least ``holdout_min_values`` measured values are held out, up to 15 %; see
+        :func:`~napari_dip.core.stopping.holdout_fraction_for`), or ES-WMV over ``stop_window``
+        iterations.
         ``'auto'`` (default) uses ES-WMV for denoising images whose noise is spatially correlated
         (:func:`~napari_dip.core.stopping.choose_rule`) and the hold-out otherwise.
         Signals are computed every ``stop_every`` iterations; the fit stops after
@@ -58,6 +61,7 @@ class Settings:
     iterations: int = 3000
     stop_rule: str = "auto"
     holdout_fraction: float = 0.05
+    holdout_min_values: int = 500
     stop_window: int = 100
     stop_patience: int = 200
     stop_every: int = 5
