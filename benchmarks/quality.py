@@ -332,6 +332,7 @@ class Row:
     signal: list[tuple[int, float]] = field(default_factory=list, repr=False)
     chosen: str = ""
     noise_correlation: float | None = None
+    delay: int = 0
 
     @property
     def gap(self) -> float:
@@ -397,11 +398,12 @@ def run_case(case: Case, rule: str, preset: str = "fast", device: str = "auto", 
     return Row(case.task, case.name, rule, in_psnr, in_ssim, value, structure, fit.iterations, fit.best_iteration,
                fit.stopped_early, best, best_it, seconds, fit.rollbacks, case.paper, curve,
                list(zip(fit.history.get("signal_iteration", []), fit.history.get("signal", []), strict=True)),
-               ",".join(fit.history.get("stop_rule", [])), (fit.history.get("noise_correlation") or [None])[0])
+               ",".join(fit.history.get("stop_rule", [])), (fit.history.get("noise_correlation") or [None])[0],
+               max(fit.history.get("estimate_delay") or [0]))
 
 
 def replay_patience(signal: Sequence[Sequence[float]], curve: Sequence[Sequence[float]], patience: int,
-                    min_iterations: int = 100) -> tuple[int, float]:
+                    min_iterations: int = 100, delay: int = 0) -> tuple[int, float]:
     """Where a fit with a shorter ``patience`` would have stopped, from a recorded run.
 
     Parameters
@@ -412,12 +414,15 @@ def replay_patience(signal: Sequence[Sequence[float]], curve: Sequence[Sequence[
         The PSNR checkpoints of the same fit (``Row.curve``).
     patience, min_iterations : int
         The rule's parameters to replay. Only patiences up to the recorded one are meaningful.
+    delay : int
+        Iterations from the signal minimum to the kept average (``Row.delay``; ES-WMV's lag).
 
     Returns
     -------
     (iteration, psnr)
-        The signal minimum at the replayed stop (or at the end of the record) and the PSNR of the
-        checkpoint nearest to it.
+        The iteration of the kept average (the signal minimum at the replayed stop, or at the end
+        of the record, plus ``delay``, at most the last checkpoint) and the PSNR of the checkpoint
+        nearest to it.
     """
     best, best_it = math.inf, 0
     for it, value in signal:
@@ -427,18 +432,25 @@ def replay_patience(signal: Sequence[Sequence[float]], curve: Sequence[Sequence[
             break
     if not curve:
         raise ValueError("no PSNR checkpoints to replay")
+    best_it = min(best_it + int(delay), max(int(c[0]) for c in curve))
     near = min(curve, key=lambda c: abs(c[0] - best_it))
     return best_it, float(near[1])
 
 
-def replay_table(rows: Sequence[dict[str, Any]], patiences: Sequence[int], min_iterations: int = 100) -> str:
-    """Markdown table: mean gap to the oracle per task, rule and replayed patience (JSON rows)."""
+def replay_table(rows: Sequence[dict[str, Any]], patiences: Sequence[int], min_iterations: int = 100,
+                 delay: int | None = None) -> str:
+    """Markdown table: mean gap to the oracle per task, rule and replayed patience (JSON rows).
+
+    ``delay`` replaces each row's recorded ES-WMV delay (``Row.delay``) where given.
+    """
     lines = ["| task | rule | " + " | ".join(f"gap @ patience {p}" for p in patiences) + " |",
              "|---|---|" + "---|" * len(patiences)]
     keys = dict.fromkeys((r["task"], r["rule"]) for r in rows if r["signal"] and r["curve"])
     for task, rule in keys:
         sel = [r for r in rows if r["task"] == task and r["rule"] == rule and r["signal"] and r["curve"]]
-        cells = [_f(_mean([r["oracle_psnr"] - replay_patience(r["signal"], r["curve"], p, min_iterations)[1]
+        cells = [_f(_mean([r["oracle_psnr"]
+                           - replay_patience(r["signal"], r["curve"], p, min_iterations,
+                                             r.get("delay", 0) if delay is None else delay)[1]
                            for r in sel])) for p in patiences]
         lines.append(f"| {task} | {rule} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -553,6 +565,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--replay", type=Path, default=None, metavar="ROWS.json",
                    help="fit nothing: replay shorter patiences (--patience) on a --json file and print the gaps")
     p.add_argument("--patience", nargs="+", type=int, default=[150, 200, 300, 400])
+    p.add_argument("--delay", type=int, default=None,
+                   help="with --replay: ES-WMV's delay from the variance minimum to the kept average "
+                        "(default: each row's recorded one)")
     args = p.parse_args(argv)
     if args.quick:
         args.preset = args.preset or "fast"
@@ -584,7 +599,8 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     args = parse_args(argv)
     if args.replay is not None:
         rows_json = json.loads(args.replay.read_text())
-        print(replay_table(rows_json, args.patience, int(parse_overrides(args.set).get("min_iterations", 100))))
+        print(replay_table(rows_json, args.patience, int(parse_overrides(args.set).get("min_iterations", 100)),
+                           args.delay))
         return []
     if args.threads:
         import torch

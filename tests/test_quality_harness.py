@@ -121,9 +121,14 @@ def test_replay_patience(quality):
     curve = [(10, 20.0), (20, 25.0), (30, 24.0)]
     assert quality.replay_patience(signal, curve, patience=5, min_iterations=0) == (10, 20.0)
     assert quality.replay_patience(signal, curve, patience=10, min_iterations=0) == (20, 25.0)
+    # ES-WMV keeps the average `delay` iterations after the minimum, at most the last checkpoint
+    assert quality.replay_patience(signal, curve, patience=5, min_iterations=0, delay=10) == (20, 25.0)
+    assert quality.replay_patience(signal, curve, patience=10, min_iterations=0, delay=50) == (30, 24.0)
     rows = [{"task": "denoise", "rule": "holdout", "signal": signal, "curve": curve, "oracle_psnr": 25.0}]
     table = quality.replay_table(rows, [5, 10], min_iterations=0)
     assert "| denoise | holdout | 5.00 | 0.00 |" in table
+    # a replayed delay of 10: the minimum at 10 keeps the average at 20, the one at 20 that at 30
+    assert "| denoise | holdout | 0.00 | 1.00 |" in quality.replay_table(rows, [5, 10], min_iterations=0, delay=10)
 
 
 def test_missing_data_is_skipped(quality, tmp_path, capsys):
