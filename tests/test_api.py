@@ -17,7 +17,8 @@ FAST = dict(preset="fast", device="cpu")
 
 
 def test_import_is_light():
-    code = "import sys, napari_dip; print(any(m in sys.modules for m in ('torch', 'napari', 'qtpy', 'PyQt5')))"
+    code = ("import sys, napari_dip; print(any(m in sys.modules for m in "
+            "('torch', 'napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide6')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
