@@ -43,7 +43,7 @@ import numpy as np
 
 TASK_NAMES = ("denoise", "inpaint", "sr", "fmd")
 ENGINE_TASK = {"denoise": "denoise", "inpaint": "inpaint", "sr": "super_resolve", "fmd": "denoise"}
-RULES = ("auto", "holdout", "wmv", "fixed")
+RULES = ("auto", "holdout", "wmv", "discrepancy", "fixed")
 SIGMA = 25.0
 SR_FACTOR = 4
 

@@ -11,12 +11,15 @@ from napari_dip.core.settings import STOP_RULES, get_settings
 from napari_dip.core.stopping import (
     CORRELATED_NOISE_THRESHOLD,
     MAX_HOLDOUT_FRACTION,
+    Discrepancy,
     HoldOut,
+    StopCheck,
     WindowedVariance,
     averaging_lag,
     choose_rule,
     holdout_fraction_for,
     noise_correlation,
+    noise_variance,
 )
 
 FAST = get_settings("fast", "denoise")
@@ -58,7 +61,7 @@ def test_noise_correlation_without_evidence_is_zero():
 def test_choose_rule():
     assert choose_rule(_image(_white()))[0] == "holdout"
     rule, corr = choose_rule(_image(_correlated()))
-    assert rule == "wmv" and corr > CORRELATED_NOISE_THRESHOLD
+    assert rule == "discrepancy" and corr > CORRELATED_NOISE_THRESHOLD
     assert choose_rule(_image(_correlated()), denoising=False) == ("holdout", None)
 
 
@@ -67,7 +70,7 @@ def test_auto_rule_in_the_fitter():
     assert white.stop_rules == ["holdout"] and isinstance(white.rules[0], HoldOut)
     assert white.history["stop_rule"] == ["holdout"] and abs(white.history["noise_correlation"][0]) < 0.15
     corr = Fitter(_image(_correlated()), settings=FAST.replace(stop_rule="auto"), iterations="auto", device="cpu")
-    assert corr.stop_rules == ["wmv"] and isinstance(corr.rules[0], WindowedVariance)
+    assert corr.stop_rules == ["discrepancy"] and isinstance(corr.rules[0], Discrepancy)
     assert bool((corr.weight == 1).all())  # no pixel is held out of the loss
     # inpainting and super-resolution keep the hold-out whatever the noise
     settings = get_settings("fast", "inpaint", stop_rule="auto")
@@ -85,7 +88,7 @@ def test_auto_rule_is_chosen_per_image_in_a_batch():
     images = [_image(_white(48)), _image(_correlated(48, seed=1))]
     settings = FAST.replace(stop_rule="auto", iterations=30, min_iterations=5, stop_patience=10, stop_window=10)
     batch = Fitter(torch.cat(images, 1), settings=settings, iterations="auto", device="cpu", groups=2)
-    assert batch.stop_rules == ["holdout", "wmv"]
+    assert batch.stop_rules == ["holdout", "discrepancy"]
     assert bool((batch.weight[:, 1] == 1).all()) and not bool((batch.weight[:, 0] == 1).all())
     for g, img in enumerate(images):
         single = Fitter(img, settings=settings, iterations="auto", device="cpu")
@@ -95,7 +98,7 @@ def test_auto_rule_is_chosen_per_image_in_a_batch():
 
 def test_unknown_stop_rule_lists_the_valid_ones():
     assert "auto" in STOP_RULES
-    with pytest.raises(ValueError, match="'auto', 'holdout', 'wmv', 'none'"):
+    with pytest.raises(ValueError, match="'auto', 'holdout', 'wmv', 'discrepancy', 'none'"):
         Fitter(_image(_white()), settings=FAST.replace(stop_rule="bogus"), iterations="auto", device="cpu")
 
 
@@ -160,3 +163,44 @@ def test_fitter_holds_out_at_least_the_minimum_count(size, channels, expected):
     settings = get_settings("fast", "inpaint", stop_rule="holdout")
     inpaint = Fitter(_image(_white(size), channels), Mask(mask), settings, iterations="auto", device="cpu")
     assert inpaint.rules[0].count / (channels * size * size / 2) == pytest.approx(0.05, abs=0.015)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_noise_variance_from_the_noisy_image(seed):
+    sigma2 = 0.1 ** 2
+    white = noise_variance(_image(_white(seed=seed)))
+    assert 0.85 * sigma2 < white < 1.05 * sigma2  # the tile planes take 3 of 64 degrees of freedom
+    assert noise_variance(_image(_white(seed=seed), channels=3)) == pytest.approx(white)
+    # correlated noise loses some low-frequency power to the planes, but stays of the right size
+    assert 0.6 * sigma2 < noise_variance(_image(_correlated(seed=seed))) < sigma2
+    assert noise_variance(torch.zeros(1, 1, 32, 32)) == 0.0  # no evidence
+
+
+def test_discrepancy_keeps_the_first_average_at_the_noise_level():
+    target = torch.zeros(1, 1, 8, 8)
+    rule = Discrepancy(target, level=0.25, every=5, min_iterations=10)
+    far, near = torch.ones_like(target), torch.full_like(target, 0.5)  # residuals 1.0 and 0.25
+    assert rule.update(3, far, far) == StopCheck()  # not a signal iteration
+    assert rule.update(5, near, near).stop is False  # before min_iterations
+    check = rule.update(10, far, far)
+    assert check.signal == pytest.approx(1.0) and not check.stop
+    check = rule.update(15, far, near)  # judged on the average (estimate), not the raw output
+    assert check.stop and check.capture and check.signal == pytest.approx(0.25) and rule.best_iteration == 15
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="discrepancy level"):
+            Discrepancy(target, level=bad)
+
+
+def test_auto_fit_on_correlated_noise_stops_at_the_noise_level():
+    clean = smooth_gray(64)[None, None].astype(np.float32)
+    noisy = torch.from_numpy(clean) + torch.from_numpy(_correlated(64, 0.1)[None, None].astype(np.float32))
+    settings = FAST.replace(stop_rule="auto", iterations=1500)
+    fitter = Fitter(noisy, settings=settings, iterations="auto", device="cpu")
+    res = drain(fitter.steps())
+    assert res.history["stop_rule"] == ["discrepancy"] and res.stopped_early
+    level = noise_variance(noisy)
+    kept = torch.from_numpy(np.asarray(res.image, dtype=np.float32)).reshape(noisy.shape)
+    assert float(((kept - noisy) ** 2).mean()) <= level * 1.001  # the kept average is at the noise level
+    assert res.best_iteration == res.iterations  # it stops where it keeps
+    mse = lambda a: float(((a - torch.from_numpy(clean)) ** 2).mean())  # noqa: E731
+    assert mse(kept) < 0.5 * mse(noisy)  # and it denoised

@@ -27,6 +27,7 @@ from .networks import DIPNet, build_network, stack_state
 from .operators import Identity, LinearOperator, Mask
 from .settings import STOP_RULES, Settings, get_settings
 from .stopping import (
+    Discrepancy,
     HoldOut,
     StopCheck,
     WindowedVariance,
@@ -34,6 +35,7 @@ from .stopping import (
     choose_rule,
     holdout_fraction_for,
     holdout_mask,
+    noise_variance,
 )
 
 __all__ = ["DIPMemoryError", "FitResult", "Fitter", "Snapshot", "fit", "check_iterations"]
@@ -329,7 +331,7 @@ class Fitter:
                      for g in range(self.groups)]
             group_rules = [rule for rule, _ in picks]
             self.noise_correlations = [corr for _, corr in picks]
-        self.rules: list[HoldOut | WindowedVariance] = []
+        self.rules: list[HoldOut | WindowedVariance | Discrepancy] = []
         held = None
         if "holdout" in group_rules and self.auto:  # a fixed-count fit uses every pixel
             # denoising only: on the inpainting and super-resolution crops the extra unfitted pixels
@@ -355,12 +357,17 @@ class Fitter:
                 op = Identity() if isinstance(self.operator, Mask) else self.operator
                 self.rules.append(HoldOut(op, self.target[:, c], held[:, c], s.stop_patience, s.stop_every,
                                           s.min_iterations))
+            elif self.auto and group_rules[g] == "discrepancy" and noise_variance(self.target[:, c]) > 0:
+                self.rules.append(Discrepancy(self.target[:, c], noise_variance(self.target[:, c]), s.stop_every,
+                                              s.min_iterations))
             elif (self.auto and group_rules[g] != "none") or s.stop_rule == "wmv":
                 self.rules.append(WindowedVariance(s.stop_window, s.stop_patience, s.stop_every, s.min_iterations,
                                                    delay=averaging_lag(s.ema)))
         if self.auto and not self.rules:
-            raise ValueError("iterations='auto' needs a stopping rule; use stop_rule='auto', 'holdout' or 'wmv'")
-        self.stop_rules = ["holdout" if isinstance(r, HoldOut) else "wmv" for r in self.rules]
+            raise ValueError("iterations='auto' needs a stopping rule; use stop_rule='auto', 'holdout', 'wmv' or "
+                             "'discrepancy'")
+        self.stop_rules = ["holdout" if isinstance(r, HoldOut) else "discrepancy" if isinstance(r, Discrepancy)
+                           else "wmv" for r in self.rules]
         self.channels = channels
         self.weight = weight.expand_as(self.target).contiguous()
         self.group_denominators = self.weight.reshape(self.groups, -1).sum(1)

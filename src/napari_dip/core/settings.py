@@ -13,7 +13,7 @@ __all__ = ["Settings", "TASKS", "PRESETS", "STOP_RULES", "get_settings"]
 
 TASKS = ("denoise", "inpaint", "super_resolve")
 #: valid values of :attr:`Settings.stop_rule`
-STOP_RULES = ("auto", "holdout", "wmv", "none")
+STOP_RULES = ("auto", "holdout", "wmv", "discrepancy", "none")
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,14 @@ class Settings:
         Weight of the exponential moving average of outputs (0 disables averaging).
     iterations : int
         Iterations of a fixed-count fit; also the cap of an automatic (``'auto'``) fit.
-    stop_rule : {'auto', 'holdout', 'wmv', 'none'}
+    stop_rule : {'auto', 'holdout', 'wmv', 'discrepancy', 'none'}
         Signal of automatic stopping (see :mod:`napari_dip.core.stopping`): the error on held-out
         pixels (``holdout_fraction`` of them; when denoising, raised on small images so that at
         least ``holdout_min_values`` measured values are held out, up to 15 %; see
         :func:`~napari_dip.core.stopping.holdout_fraction_for`), or ES-WMV over ``stop_window``
-        iterations.
-        ``'auto'`` (default) uses ES-WMV for denoising images whose noise is spatially correlated
+        iterations, or the discrepancy principle (stop when the average's residual reaches the
+        estimated noise variance). ``'auto'`` (default) uses the discrepancy principle for denoising
+        images whose noise is spatially correlated
         (:func:`~napari_dip.core.stopping.choose_rule`) and the hold-out otherwise.
         Signals are computed every ``stop_every`` iterations; the fit stops after
         ``stop_patience`` iterations without a new minimum, never before ``min_iterations``.
