@@ -28,8 +28,8 @@ class RunOptions:
         Iterations of a fixed fit, or the most an automatic fit may run.
     auto_stop : bool
         Stop each plane automatically (the preset's ``stop_rule``, by default ``'auto'``: hold-out
-        validation, or ES-WMV for spatially correlated noise) and keep the estimate from the best
-        iteration.
+        validation, or the discrepancy principle for spatially correlated noise) and keep the estimate
+        from the best iteration.
     preset : str
         ``'paper'`` (the reference networks) or ``'fast'`` (a light network for CPUs).
     device : str

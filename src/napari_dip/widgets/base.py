@@ -94,7 +94,7 @@ class RestorationWidget(Container):
                                   tooltip="Iterations per plane (the cap when stopping automatically)")
         self.auto_stop = CheckBox(name="auto_stop", label="auto stop", value=True,
                                   tooltip="Stop each plane once its best iteration has passed (hold-out "
-                                          "validation; ES-WMV for spatially correlated noise) and keep the "
+                                          "validation; the noise-level discrepancy for spatially correlated noise) and keep the "
                                           "estimate from that iteration; off: run exactly 'iterations' iterations")
         self.preset = ComboBox(name="preset", label="preset", choices=list(PRESETS), value=preset,
                                tooltip="'paper': the reference networks (best, slow on a CPU); "

@@ -17,7 +17,7 @@ __all__ = ["FitPlot"]
 
 
 class FitPlot(Container):
-    """Loss (left axis) and stop signal (right axis: hold-out error or ES-WMV variance), log scales, per iteration
+    """Loss (left axis) and stop signal (right axis: hold-out error, residual or ES-WMV variance), log scales, per iteration
     of the plane being fitted, with a dashed line at the iteration whose estimate is kept.
 
     Parameters
