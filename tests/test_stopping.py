@@ -6,7 +6,7 @@ import torch
 
 from conftest import smooth_gray
 from napari_dip.core.fit import Fitter, drain
-from napari_dip.core.operators import Downsampler, Mask
+from napari_dip.core.operators import Downsampler, Identity, Mask
 from napari_dip.core.settings import STOP_RULES, get_settings
 from napari_dip.core.stopping import (
     CORRELATED_NOISE_THRESHOLD,
@@ -178,7 +178,7 @@ def test_noise_variance_from_the_noisy_image(seed):
 
 def test_discrepancy_keeps_the_first_average_at_the_noise_level():
     target = torch.zeros(1, 1, 8, 8)
-    rule = Discrepancy(target, level=0.25, every=5, min_iterations=10)
+    rule = Discrepancy(Identity(), target, torch.ones_like(target), level=0.25, every=5, min_iterations=10)
     far, near = torch.ones_like(target), torch.full_like(target, 0.5)  # residuals 1.0 and 0.25
     assert rule.update(3, far, far) == StopCheck()  # not a signal iteration
     assert rule.update(5, near, near).stop is False  # before min_iterations
@@ -188,7 +188,25 @@ def test_discrepancy_keeps_the_first_average_at_the_noise_level():
     assert check.stop and check.capture and check.signal == pytest.approx(0.25) and rule.best_iteration == 15
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="discrepancy level"):
-            Discrepancy(target, level=bad)
+            Discrepancy(Identity(), target, torch.ones_like(target), level=bad)
+
+
+def test_discrepancy_compares_through_the_operator_on_measured_values_only():
+    # super-resolution: the output is 2x the measurement's size; the residual is taken after A
+    lr = _image(_correlated(32))
+    settings = get_settings("fast", "super_resolve", stop_rule="discrepancy", iterations=30, min_iterations=5)
+    res = drain(Fitter(lr, Downsampler(2), settings, iterations="auto", device="cpu").steps())
+    assert res.history["estimate_delay"] == [0] and len(res.history["signal"]) == 6
+    # inpainting: values at unknown pixels do not count
+    known = torch.ones(1, 1, 8, 8)
+    known[..., :4] = 0
+    target = torch.zeros(1, 1, 8, 8)
+    target[..., :4] = 100.0  # garbage where unknown
+    rule = Discrepancy(Mask(known), target, known, level=0.25, every=1, min_iterations=0)
+    check = rule.update(1, target, torch.full_like(target, 0.5))
+    assert check.signal == pytest.approx(0.25) and check.stop
+    with pytest.raises(ValueError, match="no measured value"):
+        Discrepancy(Identity(), target, torch.zeros_like(target), level=0.25)
 
 
 def test_auto_fit_on_correlated_noise_stops_at_the_noise_level():

@@ -352,13 +352,14 @@ class Fitter:
                 weight = train
         for g in range(self.groups):
             c = slice(g * channels, (g + 1) * channels)
+            level = noise_variance(self.target[:, c]) if self.auto and group_rules[g] == "discrepancy" else 0.0
             if held is not None and group_rules[g] == "holdout":
                 # the held-out pixels are known pixels, where a mask operator is the identity
                 op = Identity() if isinstance(self.operator, Mask) else self.operator
                 self.rules.append(HoldOut(op, self.target[:, c], held[:, c], s.stop_patience, s.stop_every,
                                           s.min_iterations))
-            elif self.auto and group_rules[g] == "discrepancy" and noise_variance(self.target[:, c]) > 0:
-                self.rules.append(Discrepancy(self.target[:, c], noise_variance(self.target[:, c]), s.stop_every,
+            elif level > 0:
+                self.rules.append(Discrepancy(self.operator, self.target[:, c], weight[:, c], level, s.stop_every,
                                               s.min_iterations))
             elif (self.auto and group_rules[g] != "none") or s.stop_rule == "wmv":
                 self.rules.append(WindowedVariance(s.stop_window, s.stop_patience, s.stop_every, s.min_iterations,

@@ -342,27 +342,37 @@ class WindowedVariance(_MinimumTracker):
 class Discrepancy:
     """Morozov's discrepancy principle (see the module docstring).
 
-    Every ``every`` iterations the signal is the mean squared residual of the averaged output to
-    the measurement; the first time it is at most ``level`` (the noise variance), after
-    ``min_iterations``, that average is kept and a stop is requested. If it never gets there, the
-    fit runs to its cap and keeps the last average.
+    Every ``every`` iterations the signal is the mean squared residual, over the measured values,
+    between the operator applied to the averaged output and the measurement; the first time it is
+    at most ``level`` (the noise variance), after ``min_iterations``, that average is kept and a
+    stop is requested. If it never gets there, the fit runs to its cap and keeps the last average.
 
     Parameters
     ----------
+    operator : callable
+        The forward operator ``A``.
     target : tensor
         The measurement ``y`` (one image's channels).
+    weight : tensor
+        Weight of each measured value in the residual (the loss weight: 0 where unknown),
+        broadcastable to ``target``.
     level : float
         The residual to stop at, e.g. :func:`noise_variance` of ``target``; must be > 0.
     """
 
     delay = 0
 
-    def __init__(self, target: torch.Tensor, level: float, every: int = 5, min_iterations: int = 100):
+    def __init__(self, operator, target: torch.Tensor, weight: torch.Tensor, level: float, every: int = 5,
+                 min_iterations: int = 100):
         if not level > 0 or not math.isfinite(level):
             raise ValueError(f"the discrepancy level must be a positive number, got {level}")
         if every < 1:
             raise ValueError("every must be >= 1")
-        self.target, self.level = target, float(level)
+        self.operator, self.target, self.level = operator, target, float(level)
+        self.weight = weight.expand_as(target)
+        self.count = float(self.weight.sum())
+        if self.count == 0:
+            raise ValueError("no measured value to compare the output with")
         self.every, self.min_iterations = int(every), int(min_iterations)
         self.best_iteration = 0
         self.capture_pending = False
@@ -371,7 +381,7 @@ class Discrepancy:
         if iteration % self.every:
             return StopCheck()
         with torch.no_grad():
-            residual = float(((estimate.float() - self.target) ** 2).mean())
+            residual = float(((self.operator(estimate.float()) - self.target) ** 2 * self.weight).sum() / self.count)
         reached = iteration >= self.min_iterations and residual <= self.level
         if reached:
             self.best_iteration = iteration
