@@ -23,31 +23,20 @@ references agree and the signal does not, the stopping rule was fooled, not the 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from napari_dip.samples import psnr
+from quality import center_crop, parse_overrides  # the quality benchmark's own helpers (same folder)
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "microscopy" / "fmd"
 
 
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def centre(image: np.ndarray, size: int) -> np.ndarray:
-    """The ``size`` x ``size`` centre crop as float64."""
-    h, w = image.shape[:2]
-    top, left = (h - size) // 2, (w - size) // 2
-    return image[top:top + size, left:left + size].astype(np.float64)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(255.0 ** 2 / np.mean((a - b) ** 2)))
+    """The ``size`` x ``size`` centre crop as float64 (the quality benchmark's crop)."""
+    return center_crop(image, size).astype(np.float64)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     gt = centre(np.asarray(Image.open(args.data / "gt" / f"{args.config}.png")), args.crop)
     others = np.mean([raw[k] for k in raw if k != args.frame], axis=0)
     y = raw[args.frame]
-    overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = parse_overrides(args.set)
     settings = get_settings("fast", "denoise", iterations=args.iterations, stop_rule=args.stop_rule,
                             stop_patience=10 * args.iterations, **overrides)
     # the quality benchmark's path: the uint8 frame through Restoration, seed 0, one whole plane
@@ -89,8 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         if snap.ema is not None and snap.iteration % args.every == 0:
             e = np.asarray(snap.ema, dtype=np.float64).reshape(y.shape)
             gain, offset = np.linalg.lstsq(np.stack([e.ravel(), np.ones(e.size)], 1), gt.ravel(), rcond=None)[0]
-            rows.append((snap.iteration, psnr(e, gt), psnr(gain * e + offset, gt), float(np.mean((e - others) ** 2)),
-                         snap.stop_signal))
+            rows.append((snap.iteration, psnr(e, gt, 255.0), psnr(gain * e + offset, gt, 255.0),
+                         float(np.mean((e - others) ** 2)), snap.stop_signal))
 
     restoration.run(follow)
     print(f"{args.config}_{args.frame}, {args.crop} px centre crop, fast, seed 0, rule {args.stop_rule}"

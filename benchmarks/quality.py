@@ -20,9 +20,11 @@ Tasks (``--tasks``)
              shaved off. Paper (x4): DIP 29.90, bicubic 28.43.
     fmd      microscopy/fmd: single noisy frames raw/<config>_<k>.png against gt/<config>.png.
 
-Stopping rules (``--stop-rule``): ``auto`` (hold-out, or ES-WMV where the noise is spatially
-correlated; the table says which it chose), ``holdout`` and ``wmv`` (automatic, capped by the
-preset's ``iterations`` or ``--max-iterations``) and ``fixed`` (no stopping: exactly the cap).
+Stopping rules (``--stop-rule``): ``auto`` (hold-out, or the discrepancy principle where the noise
+is spatially correlated; the table says which it chose), ``holdout``, ``wmv`` and ``discrepancy``
+(automatic, capped by the preset's ``iterations`` or ``--max-iterations``) and ``fixed`` (no
+stopping: exactly the cap). A rule that stops where it keeps its estimate (``discrepancy``) sees no
+later checkpoint, so its own row's oracle is truncated at the stop.
 """
 
 from __future__ import annotations
@@ -347,7 +349,7 @@ def run_case(case: Case, rule: str, preset: str = "fast", device: str = "auto", 
     Parameters
     ----------
     case : Case
-    rule : {'auto', 'holdout', 'wmv', 'fixed'}
+    rule : {'auto', 'holdout', 'wmv', 'discrepancy', 'fixed'}
         ``fixed`` runs exactly the cap with no stopping rule.
     preset : str
         Engine preset.
