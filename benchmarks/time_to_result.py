@@ -21,13 +21,7 @@ import torch
 
 from napari_dip.core.restore import Restoration
 from napari_dip.samples import noisy_cells, psnr
-
-
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+from quality import parse_overrides  # the quality benchmark's --set parser (same folder)
 
 
 def main(argv=None) -> None:
@@ -44,7 +38,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = parse_overrides(args.set)
     clean, noisy = noisy_cells(args.size, seed=0)
     to_unit = lambda x: (np.asarray(x, np.float64) - 100) / (4095 * 0.8)  # noqa: E731
     job = Restoration("denoise", noisy, iterations="auto", max_iterations=args.cap, preset=args.preset,
