@@ -16,12 +16,16 @@ _DOC_COMMON = """
     iterations : int or 'auto'
         A fixed number of iterations, or automatic stopping (``stop_rule``, default ``'auto'``) capped by
         the preset.
-    preset : {'paper', 'fast'}
-        ``paper``: the paper's 2.2M-parameter skip net; ``fast``: a light net for CPUs.
+    preset : {'auto', 'pretrained', 'fast', 'paper'}
+        ``'auto'`` (default): ``'paper'`` on a GPU, ``'pretrained'`` on a CPU for denoising and
+        inpainting, ``'fast'`` on a CPU for super-resolution. ``paper``: the paper's
+        2.2M-parameter skip net from a random code; ``fast``: a light net from a random code;
+        ``pretrained``: a light net that sees the image with hidden pixels, started from the
+        shipped pre-trained weights (docs/engine.md).
     device : str
         ``'auto'`` (CUDA, then MPS, then CPU), ``'cpu'``, ``'cuda'``, ``'cuda:1'``, ``'mps'``.
     seed : int
-        Equal seeds give identical results on the CPU.
+        Equal seeds give identical results on the CPU with the same torch version and thread count.
     channel_axis : int, optional
         Axis holding channels. By default an array whose last axis has 3 or 4 entries is RGB(A);
         any other array is grayscale (a stack over its leading axes).
@@ -55,21 +59,21 @@ def _run(task: str, image, callback, *, scheduler=None, store=None, **kwargs):
     return Restoration(task, image, **kwargs).run(callback)
 
 
-def denoise(image, *, iterations: int | str = "auto", preset: str = "paper", device: str = "auto",
+def denoise(image, *, iterations: int | str = "auto", preset: str = "auto", device: str = "auto",
             seed: int = 0, channel_axis: int | None = None,
             callback: Callable[[Snapshot], Any] | None = None, **options) -> np.ndarray:
     return _run("denoise", image, callback, iterations=iterations, preset=preset, device=device, seed=seed,
                 channel_axis=channel_axis, **options)
 
 
-def inpaint(image, mask, *, iterations: int | str = "auto", preset: str = "paper", device: str = "auto",
+def inpaint(image, mask, *, iterations: int | str = "auto", preset: str = "auto", device: str = "auto",
             seed: int = 0, channel_axis: int | None = None,
             callback: Callable[[Snapshot], Any] | None = None, **options) -> np.ndarray:
     return _run("inpaint", image, callback, mask=mask, iterations=iterations, preset=preset, device=device,
                 seed=seed, channel_axis=channel_axis, **options)
 
 
-def super_resolve(image, factor: int, *, iterations: int | str = "auto", preset: str = "paper",
+def super_resolve(image, factor: int, *, iterations: int | str = "auto", preset: str = "auto",
                   device: str = "auto", seed: int = 0, channel_axis: int | None = None,
                   callback: Callable[[Snapshot], Any] | None = None, **options) -> np.ndarray:
     return _run("super_resolve", image, callback, factor=factor, iterations=iterations, preset=preset,

@@ -23,10 +23,12 @@ import torch.nn.functional as F
 
 from .devices import resolve_device
 from .inputs import make_input
+from .masking import CORRELATED_NOISE_AVERAGE, check_mask_ratio, choose_mask_ratio, hide, masked_input
 from .networks import DIPNet, build_network, stack_state
 from .operators import Identity, LinearOperator, Mask
 from .settings import STOP_RULES, Settings, get_settings
 from .stopping import (
+    CORRELATED_NOISE_THRESHOLD,
     Discrepancy,
     HoldOut,
     StopCheck,
@@ -35,8 +37,10 @@ from .stopping import (
     choose_rule,
     holdout_fraction_for,
     holdout_mask,
+    noise_correlation,
     noise_variance,
 )
+from .weights import load_weights, resolve_weights
 
 __all__ = ["DIPMemoryError", "FitResult", "Fitter", "Snapshot", "fit", "check_iterations"]
 
@@ -111,6 +115,8 @@ class FitResult:
         The consumer stopped the generator before the end.
     rollbacks : int
         Loss blow-ups recovered from.
+    weights : str or None
+        The weights file the fit started from (None: random weights, or a warm start).
     seconds : float
         Wall time of the loop.
     history : dict
@@ -125,12 +131,13 @@ class FitResult:
     rollbacks: int = 0
     seconds: float = 0.0
     history: dict[str, list] = field(default_factory=dict)
+    weights: str | None = None
 
     def history_json(self) -> dict[str, Any]:
         """The loss and stop-signal curves as plain JSON-able data."""
         return {"iterations": self.iterations, "best_iteration": self.best_iteration,
                 "stopped_early": self.stopped_early, "cancelled": self.cancelled,
-                "rollbacks": self.rollbacks, "seconds": round(self.seconds, 3),
+                "rollbacks": self.rollbacks, "seconds": round(self.seconds, 3), "weights": self.weights,
                 **{k: list(v) for k, v in self.history.items()}}
 
 
@@ -183,7 +190,9 @@ class Fitter:
     device : str or torch.device
         ``'auto'``, ``'cpu'``, ``'cuda'``, ...
     seed : int
-        Seeds the code z, the weights and the jitter: equal seeds give bit-identical fits on CPU.
+        Seeds the code z (or the hidden pixels), the weights and the jitter: equal seeds give bit-identical
+        fits on a CPU with the same torch version and thread count (other thread counts sum in another
+        order and give fits of equal quality, not equal pixels).
     preview_every : int
         Export images into snapshots every this many iterations (0: only at the end).
     export : callable, optional
@@ -204,7 +213,7 @@ class Fitter:
     sync_every : int, optional
         Copy the loss to the host every this many iterations (default 1 on CPU, 10 on GPUs).
     channels_last : bool, optional
-        Run the network on channels-last tensors (default: on CUDA and the CPU, not MPS).
+        Run the network on channels-last tensors (default: on CUDA, and on the CPU except for masked fits).
     groups : int
         Fit this many independent images at once, stacked along the target's channels
         (``(1, groups * C, H, W)``), with one skip network per image run side by side as grouped
@@ -264,10 +273,37 @@ class Fitter:
         channels = int(self.target.shape[1]) // self.groups
         if self.groups > 1 and (net is not None or input is not None or s.network != "skip"):
             raise ValueError("batched fits (groups > 1) build their own skip network from a random code")
+        self.masked = s.input_kind == "masked"
+        if self.masked:
+            check_mask_ratio(s.mask_ratio)
+            if not isinstance(self.operator, (Identity, Mask)):
+                raise ValueError("input_kind='masked' (the network sees the image with hidden pixels) works for "
+                                 "denoising and inpainting only; use input_kind='noise' (e.g. the 'fast' preset) "
+                                 "for super-resolution")
+            if self.groups > 1 or input is not None:
+                raise ValueError("input_kind='masked' fits one image at a time from the image itself: no batched "
+                                 "planes (groups > 1) and no fixed input")
+        in_channels = channels + 1 if self.masked else s.input_channels
+        self.mask_ratio: float | None = None
+        self.average_weight = s.ema
+        if self.masked:  # 'auto': 0.3 for white noise, 0.9 (and a longer average) for correlated noise
+            self.mask_ratio = check_mask_ratio(s.mask_ratio)
+            if self.mask_ratio == "auto":
+                correlation = noise_correlation(self.target) if isinstance(self.operator, Identity) else None
+                self.mask_ratio, correlated = choose_mask_ratio(correlation, CORRELATED_NOISE_THRESHOLD)
+                if correlated:
+                    self.average_weight = max(s.ema, CORRELATED_NOISE_AVERAGE)
+        self.weights_file: str | None = None
+        if net is None and init_state is None and s.weights is not None:
+            path = resolve_weights(s.weights, channels)
+            if path is not None:
+                pretrained = load_weights(path)
+                pretrained.check(s.network, s.network_kwargs, in_channels, channels, s.input_kind)
+                init_state, self.weights_file = pretrained.state_dict, str(path)
         if net is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
-                net = build_network(s.network, s.input_channels, channels, **s.network_kwargs)
+                net = build_network(s.network, in_channels, channels, **s.network_kwargs)
                 if self.groups > 1:
                     states = init_state if isinstance(init_state, list) else [init_state or net.state_dict()] * groups
                     net = build_network(s.network, s.input_channels, channels, groups=self.groups,
@@ -285,14 +321,20 @@ class Fitter:
         self.padded = (max(math.ceil(h / m), cells) * m, max(math.ceil(w / m), cells) * m)
         self.offset = ((self.padded[0] - h) // 2, (self.padded[1] - w) // 2)
         self.net = net.to(self.device).train()
-        # channels-last: cuDNN's fast path on CUDA, and 1.09-1.15x per iteration on the CPU (oneDNN),
-        # measured by benchmarks/speed.py; MPS keeps NCHW
-        self.channels_last = self.device.type in ("cuda", "cpu") if channels_last is None else bool(channels_last)
+        # channels-last: cuDNN's fast path on CUDA, and 1.09-1.15x per iteration on the CPU (oneDNN) for
+        # the random-code nets, measured by benchmarks/speed.py; the light masked net (2-4 input
+        # channels) ran 1.25-1.5x faster per iteration in NCHW on the CPU (256 and 512 px); MPS keeps NCHW
+        if channels_last is None:
+            channels_last = self.device.type == "cuda" or (self.device.type == "cpu" and not self.masked)
+        self.channels_last = bool(channels_last)
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         if cuda:
             torch.backends.cudnn.benchmark = True
-        if input is None:
+        if self.masked:  # the input is built from the image every iteration (after the hold-out below)
+            z = torch.zeros(1, 1, 1, 1)  # unused
+            self._noise_shape = ()
+        elif input is None:
             z = make_input(net.in_channels, *net.input_size(*self.padded), kind=s.input_kind,
                            scale=s.input_scale, seed=self.seed)
             self._noise_shape = tuple(z.shape)
@@ -329,7 +371,9 @@ class Fitter:
             denoising = isinstance(self.operator, Identity)
             picks = [choose_rule(self.target[:, g * channels:(g + 1) * channels], denoising)
                      for g in range(self.groups)]
-            group_rules = [rule for rule, _ in picks]
+            # a masked fit's average never sees a pixel's own noise, so its residual cannot fall to the
+            # noise level: it keeps the hold-out, whatever the noise correlation
+            group_rules = ["holdout" if self.masked else rule for rule, _ in picks]
             self.noise_correlations = [corr for _, corr in picks]
         self.rules: list[HoldOut | WindowedVariance | Discrepancy] = []
         held = None
@@ -373,6 +417,18 @@ class Fitter:
         self.weight = weight.expand_as(self.target).contiguous()
         self.group_denominators = self.weight.reshape(self.groups, -1).sum(1)
         self.all_weights_one = bool((self.weight == 1).all())
+        if self.masked:
+            # the image itself, reflect-padded like the output; pixels that are unknown or held out
+            # for validation are never shown to the network
+            (top, left), (ph, pw) = self.offset, self.padded
+            bottom, right = ph - h - top, pw - w - left
+            pad, mode = (left, right, top, bottom), ("reflect" if max(top, bottom) < h and max(left, right) < w
+                                                     else "replicate")
+            never = (self.weight[:, :1] == 0).float()
+            source = F.pad(self.target * (1 - never), pad, mode=mode)
+            self._source = source.contiguous(memory_format=torch.channels_last) if self.channels_last else source
+            self._never_shown = F.pad(never, pad, mode=mode)
+            self.mask_gen = torch.Generator(device=self.device).manual_seed(self.seed + 2)
 
         self.iteration = 0
         self._ema_sum: torch.Tensor | None = None  # biased running average (Adam-style)
@@ -389,6 +445,8 @@ class Fitter:
         if self.noise_correlations:  # stop_rule='auto': what it measured and chose, per image
             self.history["stop_rule"] = list(self.stop_rules)
             self.history["noise_correlation"] = list(self.noise_correlations)
+        if self.masked:
+            self.history["mask_ratio"] = [self.mask_ratio]
         if self.rules:  # iterations from each image's signal minimum to the average kept as its estimate
             self.history["estimate_delay"] = [r.delay for r in self.rules]
         self._ema_steps = 0
@@ -402,20 +460,30 @@ class Fitter:
         (oh, ow), (h, w) = self.offset, self.out_size
         return x[..., oh:oh + h, ow:ow + w]
 
-    def _loss(self, out: torch.Tensor) -> torch.Tensor:
+    def _loss(self, out: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
         pred = self.operator(out)
-        if self.groups == 1 and self.all_weights_one:
+        if hidden is None and self.groups == 1 and self.all_weights_one:
             return F.mse_loss(pred, self.target)
         # weighted mean per image, summed over a batch: each image's gradients as in its single fit
-        err = ((pred - self.target) ** 2 * self.weight).reshape(self.groups, -1).sum(1)
-        return (err / self.group_denominators).sum()
+        weight = self.weight if hidden is None else self.weight * hidden
+        err = ((pred - self.target) ** 2 * weight).reshape(self.groups, -1).sum(1)
+        if hidden is None:
+            return (err / self.group_denominators).sum()
+        return (err / weight.reshape(self.groups, -1).sum(1).clamp_min(1.0)).sum()
+
+    def _masked_average(self, fallback: torch.Tensor) -> torch.Tensor:
+        """Bias-corrected per-pixel average of the hidden-pixel predictions (``fallback`` where none yet)."""
+        steps = self._ema_steps.expand_as(self._ema_sum)
+        average = self._ema_sum / (1 - torch.pow(self.average_weight, steps)).clamp_min(1e-12)
+        return torch.where(steps > 0, average, fallback)
 
     def _save_checkpoint(self, loss: float) -> None:
         self._checkpoint = {
             "loss": loss,
             "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
             "opt": copy.deepcopy(self.optimizer.state_dict()),
-            "ema": None if self._ema_sum is None else (self._ema_sum.clone(), self._ema_steps),
+            "ema": None if self._ema_sum is None else (
+                self._ema_sum.clone(), self._ema_steps.clone() if torch.is_tensor(self._ema_steps) else self._ema_steps),
         }
 
     def _rollback(self) -> str:
@@ -429,9 +497,14 @@ class Fitter:
             self.net.load_state_dict(self._checkpoint["net"])
             self.optimizer.load_state_dict(copy.deepcopy(self._checkpoint["opt"]))
             if self._checkpoint["ema"] is not None:
-                ema_sum, self._ema_steps = self._checkpoint["ema"]
+                ema_sum, steps = self._checkpoint["ema"]
                 self._ema_sum = ema_sum.clone()
-                self.ema = self._ema_sum / (1 - self.settings.ema ** self._ema_steps)
+                if self.masked:
+                    self._ema_steps = steps.clone()
+                    self.ema = self._masked_average(self.last if self.last is not None else ema_sum)
+                else:
+                    self._ema_steps = steps
+                    self.ema = self._ema_sum / (1 - self.settings.ema ** self._ema_steps)
         if self._consecutive_rollbacks >= 3:
             for group in self.optimizer.param_groups:
                 group["lr"] *= 0.5
@@ -485,8 +558,14 @@ class Fitter:
             while self.iteration < self.total:
                 self.iteration += 1
                 it = self.iteration
-                z = self.z
-                if s.reg_noise_std > 0:
+                z, hidden = self.z, None
+                if self.masked:
+                    visible = hide((1, 1, *self.padded), self.mask_ratio, self.mask_gen, self.device, self._never_shown)
+                    z = masked_input(self._source, visible)
+                    if self.channels_last:
+                        z = z.contiguous(memory_format=torch.channels_last)
+                    hidden = 1.0 - self._crop(visible)
+                elif s.reg_noise_std > 0:
                     noise = torch.randn(self._noise_shape, generator=self.jitter_gen, device=self.device,
                                         dtype=z.dtype)
                     if self.groups > 1:
@@ -494,7 +573,7 @@ class Fitter:
                     z = z + s.reg_noise_std * noise
                 with autocast:
                     out = self._crop(self.net(z)).float()
-                    loss = self._loss(out)
+                    loss = self._loss(out, hidden)
                 sync = it % self.sync_every == 0 or it == 1 or it == self.total
                 loss_value = float(loss.detach()) if sync else None
                 rolled, message = False, None
@@ -515,7 +594,16 @@ class Fitter:
                     with torch.no_grad():
                         out = out.detach()
                         self.last = out
-                        if s.ema > 0:
+                        if self.masked:  # average each pixel over the iterations that hid it
+                            if self._ema_sum is None:
+                                self._ema_sum = torch.zeros_like(out)
+                                self._ema_steps = torch.zeros_like(hidden)
+                            w = self.average_weight
+                            self._ema_sum = torch.where(hidden.expand_as(out) > 0, w * self._ema_sum + (1 - w) * out,
+                                                        self._ema_sum)
+                            self._ema_steps = self._ema_steps + hidden
+                            self.ema = self._masked_average(out)
+                        elif s.ema > 0:
                             if self._ema_sum is None:
                                 self._ema_sum = torch.zeros_like(out)
                             self._ema_sum.mul_(s.ema).add_(out, alpha=1 - s.ema)
@@ -574,7 +662,8 @@ class Fitter:
         return FitResult(image=self.export(est), iterations=self.iteration,
                          best_iteration=self.best_iteration if self.auto and self.best is not None else self.iteration,
                          stopped_early=self.stopped_early, cancelled=cancelled, rollbacks=self.rollbacks,
-                         seconds=self.seconds, history={k: list(v) for k, v in self.history.items()})
+                         seconds=self.seconds, history={k: list(v) for k, v in self.history.items()},
+                         weights=self.weights_file)
 
     @property
     def state(self) -> dict[str, torch.Tensor]:

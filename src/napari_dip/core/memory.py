@@ -33,13 +33,16 @@ def format_bytes(n: float) -> str:
 
 
 def _settings_key(settings: Settings) -> tuple:
-    return (settings.network, repr(sorted(settings.network_kwargs.items())), settings.input_channels)
+    return (settings.network, repr(sorted(settings.network_kwargs.items())), settings.input_channels,
+            settings.input_kind == "masked")
 
 
 @functools.lru_cache(maxsize=32)
 def _per_pixel(key: tuple, channels: int) -> tuple[float, int]:
     """(bytes of saved activations per output pixel, parameter count) for a network."""
-    name, kwargs_repr, in_channels = key
+    name, kwargs_repr, in_channels, masked = key
+    if masked:  # the image and its visibility map
+        in_channels = channels + 1
     kwargs = dict(eval(kwargs_repr, {"__builtins__": {}}))  # our own repr of literals only
     with torch.random.fork_rng(devices=[]):
         net = build_network(name, in_channels, channels, **kwargs).train()

@@ -103,7 +103,10 @@ class Restoration:
     iterations : int or 'auto'
     max_iterations : int, optional
         Cap of an automatic fit (default: the preset's ``iterations``).
-    preset : {'paper', 'fast'} or Settings
+    preset : {'auto', 'pretrained', 'fast', 'paper'} or Settings
+        ``'auto'`` (default): ``'paper'`` on a GPU; on a CPU ``'pretrained'`` (denoising,
+        inpainting) or ``'fast'`` (super-resolution); see
+        :func:`~napari_dip.core.settings.resolve_preset`.
     device, seed, preview_every, precision
         As for :class:`~napari_dip.core.fit.Fitter`.
     channel_axis, rgb
@@ -132,7 +135,7 @@ class Restoration:
     """
 
     def __init__(self, task: str, image, *, mask=None, factor: int | None = None,
-                 iterations: int | str = "auto", max_iterations: int | None = None, preset="paper",
+                 iterations: int | str = "auto", max_iterations: int | None = None, preset="auto",
                  device="auto", seed: int = 0,
                  channel_axis: int | None = None, rgb: bool | None = None, preview_every: int = 0,
                  precision: str = "auto", kernel: str = "lanczos2", warm_start: bool = False,
@@ -146,7 +149,9 @@ class Restoration:
             if cap is None:
                 raise ValueError("max_iterations must be a positive integer")
             overrides["iterations"] = cap
-        self.settings = get_settings(preset, task, **overrides)
+        self.device = resolve_device(device)
+        self.preset = preset if isinstance(preset, str) else "custom"
+        self.settings = get_settings(preset, task, device=self.device, **overrides)
         arr = check_image(image, allow_nonfinite=task == "inpaint")
         self.layout = infer_layout(arr.shape, channel_axis, rgb)
         self.image = arr
@@ -184,7 +189,6 @@ class Restoration:
                                               known=known)
         check_iterations(iterations)
         self.iterations = iterations
-        self.device = resolve_device(device)
         self.seed = int(seed)
         self.preview_every = int(preview_every)
         self.precision = precision
