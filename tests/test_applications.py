@@ -256,7 +256,7 @@ def test_architecture_study_table(shared_data):
 
 # -- command line ----------------------------------------------------------------------------------
 def _cli(argv: list[str]) -> int:
-    from napari_dip.applications.cli import register
+    from napari_dip.cli.applications import register
 
     parser = argparse.ArgumentParser(prog="napari-dip")
     register(parser.add_subparsers(dest="command", required=True))

@@ -2,7 +2,8 @@
 
 All fits are tiny (24x32 planes, the 'fast' preset, 20 iterations, CPU, one torch thread), so
 results are compared for exact equality: a plane's fit depends only on (plane, global intensity
-map, settings, seed), and on the CPU with one thread the same fit is bit-identical in any process.
+map, settings, seed), and on the CPU with one thread (the same number of threads matters) the same
+fit is bit-identical in any process.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import zarr  # noqa: E402
 from napari_dip.core.restore import Restoration  # noqa: E402
 from napari_dip.distributed import LazyTiff, StackJob, StoreMismatchError, restore_stack  # noqa: E402
 from napari_dip.distributed import plane as plane_module  # noqa: E402
+from napari_dip.distributed.store import read_done, read_runs  # noqa: E402
 
 FIT = dict(iterations=20, preset="fast", device="cpu", seed=0)
 
@@ -173,8 +175,8 @@ def test_interrupted_job_resumes_without_refitting(stack, reference, tiff_path, 
     with pytest.raises(KeyboardInterrupt):
         restore_stack("denoise", tiff_path, store=store, on_plane_done=crash_after_two, **FIT)
     assert len(fits) == 2
-    assert zarr.open_array(store, path="done", mode="r")[:].tolist() == [True, True] + [False] * 4
-    partial = zarr.open_array(store, path="data", mode="r")[:]
+    assert read_done(str(store), 6).tolist() == [True, True] + [False] * 4
+    partial = zarr.open_array(store, path="0", mode="r")[:]
     np.testing.assert_array_equal(partial[:2], reference[:2])
     assert np.isnan(partial[2:]).all()
     # the input was read one plane at a time, never whole
@@ -185,7 +187,7 @@ def test_interrupted_job_resumes_without_refitting(stack, reference, tiff_path, 
     assert len(fits) == 6  # 2 + the 4 missing planes: finished planes were not refitted
     assert [(e.index, e.resumed) for e in events[:2]] == [(0, True), (1, True)]
     assert sorted(e.index for e in events) == list(range(6))
-    assert zarr.open_array(store, path="run", mode="r")[:].tolist() == [1, 1, 2, 2, 2, 2]
+    assert read_runs(str(store), 6).tolist() == [1, 1, 2, 2, 2, 2]
     np.testing.assert_array_equal(out[:], reference)
     meta = zarr.open_group(store, mode="r").attrs["napari_dip"]
     assert meta["complete"] and meta["runs"] == 2
@@ -202,7 +204,7 @@ def test_interrupted_job_resumes_without_refitting(stack, reference, tiff_path, 
         restore_stack("denoise", changed, store=store, **FIT)
     with pytest.raises(FileExistsError):
         restore_stack("denoise", tiff_path, store=store, resume=False, **FIT)
-    np.testing.assert_array_equal(zarr.open_array(store, path="data", mode="r")[:], reference)
+    np.testing.assert_array_equal(zarr.open_array(store, path="0", mode="r")[:], reference)
 
 
 # -- on a local cluster of 2 worker processes ------------------------------------------------------
@@ -240,5 +242,103 @@ def test_killed_worker_loses_and_duplicates_nothing(client, reference, stack, tm
     assert sorted(indices) == list(range(6))  # every plane exactly once
     redone = next(e for e in events if e.index == killed["plane"])
     assert redone.worker != killed["address"]  # the lost task ran again elsewhere
-    assert zarr.open_array(store, path="done", mode="r")[:].all()
+    assert read_done(str(store), 6).all()
     np.testing.assert_array_equal(out[:], reference)
+
+
+# -- the store is an OME-Zarr image that viewers open ----------------------------------------------
+@pytest.fixture()
+def calibrated_store(stack, tmp_path):
+    """A super-resolved (x2) store of an ImageJ time series at 0.25 um per pixel, 2.5 s per frame."""
+    import tifffile
+
+    src = tmp_path / "movie.tif"
+    tifffile.imwrite(src, stack[:3], imagej=True, resolution=(4.0, 4.0),
+                     metadata={"axes": "TYX", "unit": "um", "finterval": 2.5})
+    store = tmp_path / "movie-dip.zarr"
+    out = restore_stack("super_resolve", src, store=store, factor=2, **dict(FIT, iterations=3))
+    return store, np.asarray(out[:])
+
+
+def _npe2_read(path, plugin):
+    import npe2
+
+    npe2.PluginManager.instance().discover()
+    layers = npe2.read([str(path)], stack=False, plugin_name=plugin)
+    assert len(layers) == 1
+    data, meta = layers[0][0], (layers[0][1] if len(layers[0]) > 1 else {})
+    return (data[0] if isinstance(data, list) else data), meta
+
+
+def test_store_has_ngff_scale_and_bookkeeping(calibrated_store):
+    store, out = calibrated_store
+    assert out.shape == (3, 48, 64) and np.isfinite(out).all()
+    attrs = dict(zarr.open_group(store, mode="r").attrs)
+    ms = attrs["ome"]["multiscales"][0]
+    assert attrs["ome"]["version"] == "0.5"
+    assert [(a["name"], a.get("type"), a.get("unit")) for a in ms["axes"]] == [
+        ("t", "time", "second"), ("y", "space", "micrometer"), ("x", "space", "micrometer")]
+    assert ms["datasets"] == [{"path": "0", "coordinateTransformations": [{"type": "scale",
+                                                                          "scale": [2.5, 0.125, 0.125]}]}]
+    assert list(zarr.open_group(store, mode="r").keys()) == ["0"]  # one array: nothing else for readers to trip on
+    assert attrs["napari_dip"]["planes"] == [1, 1, 1] and attrs["napari_dip"]["complete"]
+
+
+def test_napari_builtin_reader_opens_the_store(calibrated_store):
+    pytest.importorskip("napari")
+    store, out = calibrated_store
+    data, _ = _npe2_read(store, "napari")  # napari's own reader: one image (its zarr reader ignores NGFF scale)
+    np.testing.assert_array_equal(np.asarray(data), out)
+
+
+def test_ome_zarr_reader_opens_the_store_with_its_scale(calibrated_store):
+    pytest.importorskip("napari_ome_zarr")
+    store, out = calibrated_store
+    data, meta = _npe2_read(store, "napari-ome-zarr")
+    np.testing.assert_array_equal(np.asarray(data), out)
+    assert list(meta["scale"]) == pytest.approx([2.5, 0.125, 0.125])
+    assert tuple(meta["units"]) == ("second", "micrometer", "micrometer")
+    assert tuple(meta["axis_labels"]) == ("t", "y", "x")
+
+
+def test_store_as_input_keeps_its_scale(calibrated_store, tmp_path):
+    store, out = calibrated_store
+    second = tmp_path / "again.zarr"
+    again = restore_stack("denoise", store, store=second, **dict(FIT, iterations=2))
+    assert again.shape == out.shape
+    ms = zarr.open_group(second, mode="r").attrs["ome"]["multiscales"][0]
+    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [2.5, 0.125, 0.125]
+
+
+def test_cli_outputs_keep_the_pixel_size(tmp_path, client):
+    """``-o OUT.zarr`` writes the scale (and a store as input passes it on); ``--scheduler`` with a
+    ``.tif`` output writes it into the TIFF."""
+    import tifffile
+
+    from napari_dip.cli import main
+    from napari_dip.io import read_calibration
+
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, np.full((2, 12, 16), 500, np.uint16) + np.arange(16, dtype=np.uint16), imagej=True,
+                     resolution=(2.0, 2.0), metadata={"axes": "ZYX", "unit": "um", "spacing": 1.5})
+    args = ["--iterations", "2", "--preset", "fast", "--device", "cpu", "--quiet"]
+    assert main(["denoise", str(src), "-o", str(tmp_path / "out.zarr"), *args]) == 0
+    cal = read_calibration(tmp_path / "out.zarr")
+    assert cal.spacing == pytest.approx({"Z": 1.5, "Y": 0.5, "X": 0.5}) and cal.axes == "ZYX"
+    assert main(["super-resolve", str(tmp_path / "out.zarr"), "--factor", "2", "-o", str(tmp_path / "big.zarr"),
+                 *args]) == 0
+    assert read_calibration(tmp_path / "big.zarr").pixel_size == pytest.approx((0.25, 0.25))
+    assert main(["denoise", str(src), "-o", str(tmp_path / "out.tif"), "--scheduler", client.scheduler.address,
+                 *args]) == 0
+    cal = read_calibration(tmp_path / "out.tif")
+    assert cal.kind == "imagej" and cal.spacing == pytest.approx({"Z": 1.5, "Y": 0.5, "X": 0.5})
+
+
+def test_old_store_format_is_refused(tmp_path, stack):
+    store = tmp_path / "old.zarr"
+    group = zarr.open_group(store, mode="w")
+    group.create_array("data", shape=(2, 4, 4), dtype="float32")
+    group.attrs["napari_dip"] = {"format": 1, "fingerprint": "x"}
+    with pytest.raises(ValueError, match="another version of napari-dip"):
+        restore_stack("denoise", stack[:2], store=store, **FIT)
+    assert "data" in zarr.open_group(store, mode="r")  # untouched

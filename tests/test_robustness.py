@@ -580,7 +580,7 @@ def test_cli_raw_out_of_memory_is_an_error_line_not_a_traceback(files, monkeypat
 def test_cli_ctrl_c_at_the_first_iteration_writes_the_best_so_far(files, monkeypatch):
     import tifffile
 
-    import napari_dip.cli as cli_module
+    import napari_dip.cli.restore as cli_module
 
     folder, digests = files
 

@@ -7,7 +7,8 @@ path or an array into something that can be read plane by plane:
 * a ``.tif``/``.tiff`` path becomes a dask array over :class:`LazyTiff`, which reads pages through
   tifffile's zarr store, opened anew in each process that reads (workers included), so the
   graph pickles as a path and nothing else;
-* a ``.zarr`` path or a zarr array becomes ``dask.array.from_zarr``;
+* a ``.zarr`` path (an array, or an OME-Zarr image such as a napari-dip store: its first
+  dataset) or a zarr array becomes a dask array over it;
 * a dask array (e.g. a napari layer's ``data``) is used as it is;
 * any other array-like with ``shape``, ``dtype`` and ``__getitem__`` is wrapped with
   ``dask.array.from_array``.
@@ -127,7 +128,7 @@ def open_input(image: Any, *, channel_axis: int | None = None, rgb: bool | None 
     FileNotFoundError
         For a path that does not exist.
     ValueError
-        For a path of another format, a zarr group without a ``data`` array, or a bad layout.
+        For a path of another format, a zarr group that is not an image, or a bad layout.
     TypeError
         For objects that are not arrays.
     """
@@ -143,10 +144,7 @@ def open_input(image: Any, *, channel_axis: int | None = None, rgb: bool | None 
 
             source = zarr.open(str(path), mode="r")
             if not hasattr(source, "shape"):
-                if "data" not in source:
-                    raise ValueError(f"{name} {path} is a zarr group without a 'data' array; "
-                                     "give the path of the array itself")
-                source = source["data"]
+                source = _group_image(source, path, name)
         else:
             raise ValueError(f"{name} {path}: unsupported format {path.suffix!r} for lazy reading; "
                              "use a .tif/.tiff file or a .zarr store (or load it and pass an array)")
@@ -169,6 +167,21 @@ def open_input(image: Any, *, channel_axis: int | None = None, rgb: bool | None 
         return source.rechunk(chunks), layout
     meta = np.empty((0,) * len(shape), dtype=np.dtype(source.dtype))
     return da.from_array(source, chunks=chunks, asarray=False, lock=False, meta=meta), layout
+
+
+def _group_image(group: Any, path: Path, name: str) -> Any:
+    """The full-resolution array of a zarr group: an OME-Zarr image's first dataset (a napari-dip
+    store is one), or a lone array."""
+    from ..io import ngff_dataset_path
+
+    dataset = ngff_dataset_path(dict(group.attrs))
+    if dataset is not None and dataset in group:
+        return group[dataset]
+    arrays = sorted(group.array_keys())
+    if len(arrays) == 1:
+        return group[arrays[0]]
+    raise ValueError(f"{name} {path} is a zarr group that is not an OME-Zarr image and holds "
+                     f"{len(arrays)} arrays; give the path of the array itself")
 
 
 def plane_chunks(shape: tuple[int, ...], channel_axis: int | None) -> tuple[int, ...]:

@@ -28,9 +28,10 @@ from ..core.fit import check_iterations
 from ..core.layout import Intensity, Layout, plane_index
 from ..core.restore import check_factor
 from ..core.settings import TASKS, get_settings
+from ..io import Calibration
 from .inputs import open_input, path_of, plane_chunks
 from .plane import PlaneOutcome, PlaneSpec, PlaneStats, plane_stats, process_plane
-from .store import mark_complete, open_store, read_done
+from .store import DATASET, mark_complete, mark_done, ngff_metadata, open_store, read_done
 
 __all__ = ["PlaneDone", "StackJob", "restore_stack"]
 
@@ -96,6 +97,16 @@ def _connect(scheduler: Any) -> tuple[Any, bool]:
                     f"got {type(scheduler).__name__}")
 
 
+def _read_calibration(path: Path) -> Calibration | None:
+    """A path input's calibration; None (not an error) when its metadata cannot be read."""
+    from ..io import ImageReadError, read_calibration
+
+    try:
+        return read_calibration(path)
+    except ImageReadError:
+        return None
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, (tuple, set)):
         return list(obj)
@@ -137,6 +148,12 @@ class StackJob:
     retries : int
         Extra attempts for a plane task that raises (a killed worker's task is always retried by
         the scheduler, up to ``distributed.scheduler.allowed-failures``).
+    calibration : napari_dip.io.Calibration, optional
+        The input's pixel size, z step, frame interval and axis order (e.g. from a napari layer's
+        ``scale`` and ``units``). Default: read from a path input (ImageJ or OME-TIFF metadata,
+        TIFF resolution tags, OME-Zarr attributes); none for arrays. The output's calibration
+        (:attr:`calibration`: the pixel size divided by ``factor``) goes into the store's
+        OME-Zarr metadata.
     **restoration_kwargs
         As for :class:`~napari_dip.core.restore.Restoration`: ``factor``, ``iterations``,
         ``preset``, ``device``, ``seed``, ``channel_axis``, ``rgb``, ``precision``, ``kernel`` and
@@ -154,7 +171,7 @@ class StackJob:
                  scheduler: Any = None, resume: bool = True, overwrite: bool = False,
                  torch_threads: int | None = 1, retries: int = 0, factor: int | None = None,
                  channel_axis: int | None = None, rgb: bool | None = None, warm_start: bool = False,
-                 preview_every: int = 0, **fit_kwargs: Any):
+                 preview_every: int = 0, calibration: Calibration | None = None, **fit_kwargs: Any):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
         if warm_start:
@@ -193,6 +210,13 @@ class StackJob:
         if int(np.prod(self.layout.shape)) == 0:
             raise ValueError(f"image is empty (shape {self.layout.shape})")
         self.mask, self.plane_mask = self._open_mask(mask)
+        if calibration is None and in_path is not None:
+            calibration = _read_calibration(in_path)
+        if calibration is not None:
+            calibration = calibration.for_shape(self.layout.shape)
+        #: The output's calibration: the input's, with the pixel size divided by ``factor`` (or None).
+        self.calibration: Calibration | None = (calibration.scaled(self.factor) if calibration and self.factor > 1
+                                                else calibration or None)
 
         self.client, self._owns_client = _connect(scheduler)
         self.torch_threads = torch_threads
@@ -214,7 +238,7 @@ class StackJob:
                 self.store, self.run_number, done = open_store(
                     store, fingerprint=self.fingerprint, job=self.summary, out_shape=tuple(out_shape),
                     chunks=plane_chunks(tuple(out_shape), self.layout.channel_axis), n_planes=self.n_planes,
-                    resume=resume, overwrite=overwrite)
+                    resume=resume, overwrite=overwrite, ome=self._ome(Path(store).stem))
                 self.done = done
                 self._output: Any = None
             else:
@@ -371,6 +395,23 @@ class StackJob:
             h.update(np.packbits(fill).tobytes())
         return h.hexdigest()
 
+    def axis_letters(self) -> str:
+        """One tifffile letter per axis of the output: the calibration's axes when known, else
+        ``Y``/``X`` for the plane, ``C`` (``S`` for RGB) for the channel axis and ``Q`` for stack axes."""
+        ndim = len(self.layout.shape)
+        if self.calibration is not None and len(self.calibration.axes) == ndim:
+            return self.calibration.axes
+        ys = ndim - 3 if self.layout.channel_axis == ndim - 1 else ndim - 2
+        letters = ["Q"] * ndim
+        letters[ys], letters[ys + 1] = "Y", "X"
+        if self.layout.channel_axis is not None:
+            letters[self.layout.channel_axis] = "S" if self.layout.rgb else "C"
+        return "".join(letters)
+
+    def _ome(self, name: str) -> dict[str, Any]:
+        cal = self.calibration
+        return ngff_metadata(self.axis_letters(), cal.spacing if cal else {}, cal.units if cal else {}, name=name)
+
     def _spec(self, on_cluster: bool) -> PlaneSpec:
         return PlaneSpec(task=self.task, layout=self.layout, out_layout=self.out_layout, intensity=self.intensity,
                          fit_kwargs=dict(self.fit_kwargs), store=self.store, run=self.run_number,
@@ -379,12 +420,12 @@ class StackJob:
     # -- running --------------------------------------------------------------------------------
     @property
     def output(self) -> Any:
-        """The output: the store's ``data`` zarr array (read-only), or the in-memory numpy array."""
+        """The output: the store's image array (read-only zarr), or the in-memory numpy array."""
         if self.store is None:
             return self._output
         import zarr
 
-        return zarr.open_array(self.store, path="data", mode="r")
+        return zarr.open_array(self.store, path=DATASET, mode="r")
 
     def _reader(self, s: int) -> Callable[[], np.ndarray]:
         key = plane_index(self.out_layout, s)
@@ -392,10 +433,9 @@ class StackJob:
             out = self._output
             return lambda: out[key]
         store = self.store
-        return lambda: np.asarray(__import__("zarr").open_array(store, path="data", mode="r")[key])
+        return lambda: np.asarray(__import__("zarr").open_array(store, path=DATASET, mode="r")[key])
 
     def _event(self, s: int, outcome: PlaneOutcome | None) -> PlaneDone:
-        self.done[s] = True
         self.landed += 1
         common = dict(index=s, key=plane_index(self.out_layout, s), n_planes=self.n_planes,
                       done=self.landed, _read=self._reader(s))
@@ -404,6 +444,9 @@ class StackJob:
         self.fitted += 0 if outcome.skipped else 1
         if outcome.plane is not None:
             self._output[common["key"]] = outcome.plane
+        if self.store is not None:  # the task has written the plane's data: record it as done
+            mark_done(self.store, [s], self.run_number)
+        self.done[s] = True
         return PlaneDone(skipped=outcome.skipped, seconds=outcome.seconds, worker=outcome.worker,
                          history=outcome.history, **common)
 
@@ -516,8 +559,9 @@ def restore_stack(task: str, image_or_path: Any, *, store: str | os.PathLike | N
     Returns
     -------
     zarr.Array or numpy.ndarray
-        The store's ``data`` array (read-only) when ``store`` is given, else a numpy array; float32
-        in the input's units, same axes as the input (planes ``factor`` x larger).
+        The store's image array (read-only; the store itself is an OME-Zarr image) when ``store``
+        is given, else a numpy array; float32 in the input's units, same axes as the input (planes
+        ``factor`` x larger).
     """
     with StackJob(task, image_or_path, store=store, scheduler=scheduler, resume=resume, overwrite=overwrite,
                   **restoration_kwargs) as job:

@@ -3,8 +3,9 @@
 Everything here is picklable and import-light: a worker receives a :class:`PlaneSpec` (the layout,
 the global intensity map and the fit settings), the plane's input block and mask block, and
 nothing else. A plane's result depends only on (plane data, intensity map, settings, seed), so
-the fit done here is bit-identical (on the CPU) to the same plane inside an in-process
-:class:`~napari_dip.core.restore.Restoration` of the whole stack.
+the fit done here is bit-identical to the same plane inside an in-process
+:class:`~napari_dip.core.restore.Restoration` of the whole stack on the same kind of device with
+the same torch version and, on a CPU, the same number of torch threads (the tasks use one).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class PlaneSpec:
     store : str or None
         Path of the output zarr store; None to return the plane to the client instead.
     run : int
-        Run number of the store (1 for a new store, +1 per resumption), recorded per plane.
+        Run number of the store (1 for a new store, +1 per resumption).
     torch_threads : int or None
         ``torch.set_num_threads`` on dask workers (None: leave torch alone).
     """
@@ -145,17 +146,17 @@ def _on_worker() -> bool:
         return False
 
 
-def write_plane(store: str, out_layout: Layout, s: int, view: np.ndarray, run: int) -> None:
-    """Write plane ``s`` into the store, then record it as done (never the other way round).
+def write_plane(store: str, out_layout: Layout, s: int, view: np.ndarray) -> None:
+    """Write plane ``s``'s chunk of the store's image (the client records it as done afterwards).
 
-    Idempotent: writing the same plane twice writes the same bytes and the same flags.
+    Idempotent: writing the same plane twice writes the same bytes.
     """
     import zarr
 
-    data = zarr.open_array(store, path="data", mode="r+")
+    from .store import DATASET
+
+    data = zarr.open_array(store, path=DATASET, mode="r+")
     data[plane_index(out_layout, s)] = view
-    zarr.open_array(store, path="run", mode="r+")[s] = run
-    zarr.open_array(store, path="done", mode="r+")[s] = True
 
 
 def process_plane(spec: PlaneSpec, s: int, block: Any, mask_block: Any = None) -> PlaneOutcome:
@@ -187,7 +188,7 @@ def process_plane(spec: PlaneSpec, s: int, block: Any, mask_block: Any = None) -
         result, history = job.fit_plane()
     view = np.ascontiguousarray(out_view(spec.out_layout, result))
     if spec.store is not None:
-        write_plane(spec.store, spec.out_layout, s, view, spec.run)
+        write_plane(spec.store, spec.out_layout, s, view)
         view = None
     return PlaneOutcome(index=s, seconds=time.perf_counter() - start, skipped=skipped, worker=_worker_name(),
                         history=history, plane=view)

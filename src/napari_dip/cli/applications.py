@@ -8,7 +8,9 @@
     napari-dip architecture-study IMAGE --mask MASK [--quick] [--json OUT]
 
 Every handler follows the main CLI's rules: inputs are never modified, an existing output is
-refused without ``--overwrite``, an output that is an input is always refused.
+refused without ``--overwrite``, an output that is an input is always refused, and a ``.tif``
+output keeps the pixel size of the image it restores (``blind``, ``enhance``, ``preimage``: the
+input; ``flash``: the no-flash image).
 """
 
 from __future__ import annotations
@@ -22,13 +24,24 @@ from typing import Any
 
 import numpy as np
 
-from ..cli import EXIT_INTERRUPTED, CLIError, Progress, _add_common, _check_output, _iterations, _read
+from ._common import (
+    EXIT_INTERRUPTED,
+    CLIError,
+    Progress,
+    add_common,
+    check_output,
+    describe_output,
+    input_calibration,
+    parse_iterations,
+    read_input,
+    write_output,
+)
 
 __all__ = ["register"]
 
 
 def _fixed(value: str) -> int:
-    n = _iterations(value)
+    n = parse_iterations(value)
     if n == "auto":
         raise argparse.ArgumentTypeError("this command needs a fixed number of iterations")
     return int(n)
@@ -55,7 +68,7 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the application subcommands to ``napari-dip``'s subparsers (each sets ``handler``)."""
     p = subparsers.add_parser("blind", help="remove JPEG artefacts / unknown degradations")
-    _add_common(p)
+    add_common(p)
     p.set_defaults(handler=_run_blind, iterations=2400)
     for action in p._actions:  # the JPEG settings are this command's default preset
         if action.dest == "preset":
@@ -65,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             action.help = "a positive number (default 2400, as in the paper), or 'auto'"
 
     p = subparsers.add_parser("enhance", help="enhance detail: x0 + alpha * (x0 - coarse DIP fit)")
-    _add_common(p)
+    add_common(p)
     p.set_defaults(handler=_run_enhance, iterations=300)
     for action in p._actions:
         if action.dest == "iterations":
@@ -118,12 +131,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_architecture)
 
 
-def _write(path: Path, image: np.ndarray, quiet: bool, seconds: float) -> None:
-    from ..io import write_image
-
-    write_image(path, image)
+def _write(path: Path, image: np.ndarray, quiet: bool, seconds: float, calibration: Any = None) -> None:
+    if calibration is not None and calibration.axes and len(calibration.axes) != np.ndim(image):
+        calibration = calibration.for_shape(np.shape(image))
+    write_output(path, image, calibration)
     if not quiet:
-        print(f"wrote {path} ({'x'.join(map(str, image.shape))}, float32) in {seconds:.1f} s")
+        print(f"wrote {describe_output(path, image, calibration)} in {seconds:.1f} s")
 
 
 def _guard(fn, *args, **kwargs) -> Any:
@@ -138,45 +151,46 @@ def _guard(fn, *args, **kwargs) -> Any:
 
 
 def _run_blind(args: argparse.Namespace) -> int:
-    from .blind import restore_blind
+    from ..applications.blind import restore_blind
 
-    _check_output(args.output, [args.input], args.overwrite)
-    image = _read(args.input)
+    check_output(args.output, [args.input], args.overwrite)
+    image = read_input(args.input)
     start = time.perf_counter()
     out = _guard(restore_blind, image, iterations=args.iterations, preset=args.preset, device=args.device,
                  seed=args.seed, channel_axis=args.channel_axis, callback=Progress(enabled=not args.quiet))
-    _write(args.output, out, args.quiet, time.perf_counter() - start)
+    _write(args.output, out, args.quiet, time.perf_counter() - start, input_calibration(args.input))
     return 0
 
 
 def _run_enhance(args: argparse.Namespace) -> int:
-    from .enhance import enhance
+    from ..applications.enhance import enhance
 
-    _check_output(args.output, [args.input], args.overwrite)
+    check_output(args.output, [args.input], args.overwrite)
     if args.coarse is not None:
-        _check_output(args.coarse, [args.input, args.output], args.overwrite)
-    image = _read(args.input)
+        check_output(args.coarse, [args.input, args.output], args.overwrite)
+    image = read_input(args.input)
     start = time.perf_counter()
     res = _guard(enhance, image, alpha=args.alpha, iterations=args.iterations, preset=args.preset,
                  clip=not args.no_clip, device=args.device, seed=args.seed, channel_axis=args.channel_axis,
                  callback=Progress(enabled=not args.quiet))
     seconds = time.perf_counter() - start
-    _write(args.output, res.enhanced, args.quiet, seconds)
+    calibration = input_calibration(args.input)
+    _write(args.output, res.enhanced, args.quiet, seconds, calibration)
     if args.coarse is not None:
-        _write(args.coarse, res.coarse, args.quiet, seconds)
+        _write(args.coarse, res.coarse, args.quiet, seconds, calibration)
     return 0
 
 
 def _run_flash(args: argparse.Namespace) -> int:
-    from .flash import flash_no_flash
+    from ..applications.flash import flash_no_flash
 
-    _check_output(args.output, [args.flash, args.no_flash], args.overwrite)
-    flash, no_flash = _read(args.flash), _read(args.no_flash)
+    check_output(args.output, [args.flash, args.no_flash], args.overwrite)
+    flash, no_flash = read_input(args.flash), read_input(args.no_flash)
     extra = {} if args.lr is None else {"lr": args.lr}
     start = time.perf_counter()
     out = _guard(flash_no_flash, flash, no_flash, iterations=args.iterations, device=args.device, seed=args.seed,
                  callback=Progress(enabled=not args.quiet), **extra)
-    _write(args.output, out, args.quiet, time.perf_counter() - start)
+    _write(args.output, out, args.quiet, time.perf_counter() - start, input_calibration(args.no_flash))
     return 0
 
 
@@ -192,21 +206,22 @@ def _model_inputs(args: argparse.Namespace) -> list[Path]:
 
 
 def _run_preimage(args: argparse.Namespace) -> int:
-    from .preimage import pre_image
+    from ..applications.preimage import pre_image
 
-    _check_output(args.output, [args.input, *_model_inputs(args)], args.overwrite)
-    image = _read(args.input)
+    check_output(args.output, [args.input, *_model_inputs(args)], args.overwrite)
+    image = read_input(args.input)
     res = _guard(pre_image, image, args.model, args.layer or None, **_model_kwargs(args))
-    _write(args.output, res.image, args.quiet, res.seconds)
+    same_grid = np.shape(res.image)[:2] == image.shape[:2]  # the pre-image of the same field of view
+    _write(args.output, res.image, args.quiet, res.seconds, input_calibration(args.input) if same_grid else None)
     if not args.quiet:
         print(f"relative feature distance {res.initial:.4g} (start) -> {res.objective:.4g} ({args.method})")
     return 0
 
 
 def _run_actmax(args: argparse.Namespace) -> int:
-    from .preimage import activation_maximisation
+    from ..applications.preimage import activation_maximisation
 
-    _check_output(args.output, _model_inputs(args), args.overwrite)
+    check_output(args.output, _model_inputs(args), args.overwrite)
     res = _guard(activation_maximisation, args.model, args.layer or None, args.unit, size=args.size,
                  **_model_kwargs(args))
     image = res.image * (255.0 if args.output.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp") else 1.0)
@@ -217,11 +232,11 @@ def _run_actmax(args: argparse.Namespace) -> int:
 
 
 def _run_architecture(args: argparse.Namespace) -> int:
-    from .architecture import architecture_study, format_table, make_case
+    from ..applications.architecture import architecture_study, format_table, make_case
 
     if args.json is not None:
         _check_output_json(args.json, [args.image, args.mask], args.overwrite)
-    image, mask = _read(args.image), _read(args.mask)
+    image, mask = read_input(args.image), read_input(args.mask)
     if mask.ndim == 3:
         mask = mask[..., 0]
     known = mask != 0 if args.mask_kind == "known" else mask == 0

@@ -1,10 +1,13 @@
-"""Command-line glue: ``napari-dip denoise IN -o OUT.zarr [--scheduler tcp://...] [--no-resume]``.
+"""Stack jobs from the command line: ``napari-dip denoise IN -o OUT.zarr [--scheduler tcp://...] [--no-resume]``.
 
-:func:`run_cli` is called by :mod:`napari_dip.cli` for the restoration commands when the output
-ends in ``.zarr`` or ``--scheduler`` is given. A ``.zarr`` output is a resumable store: running the
-same command again after a crash or Ctrl-C continues where it stopped (``--no-resume`` refuses an
+:func:`run_cli` is called by :mod:`napari_dip.cli.restore` for the restoration commands when the
+output ends in ``.zarr`` or ``--scheduler`` is given. A ``.zarr`` output is a resumable OME-Zarr
+store (napari and other OME-Zarr viewers open it, with the input's pixel size): running the same
+command again after a crash or Ctrl-C continues where it stopped (``--no-resume`` refuses an
 existing store instead; ``--overwrite`` starts it again). Other outputs (``.tif``) are assembled in
 memory and written at the end, as without a scheduler.
+
+This module imports :mod:`napari_dip.distributed` (dask, distributed, zarr) only when it runs.
 """
 
 from __future__ import annotations
@@ -15,6 +18,18 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from ._common import (
+    EXIT_INTERRUPTED,
+    CLIError,
+    check_output,
+    check_output_log,
+    describe_output,
+    read_input,
+    write_output,
+)
 
 __all__ = ["run_cli", "wants_distributed"]
 
@@ -30,9 +45,7 @@ def _source(path: Path) -> Any:
     """Lazy-readable paths stay paths; other formats (PNG, JPEG: single planes) are read here."""
     if path.suffix.lower() in _LAZY_SUFFIXES:
         return path
-    from ..cli import _read
-
-    return _read(path)
+    return read_input(path)
 
 
 def run_cli(args: argparse.Namespace, task: str, kwargs: dict[str, Any]) -> int:
@@ -56,10 +69,14 @@ def run_cli(args: argparse.Namespace, task: str, kwargs: dict[str, Any]) -> int:
     Raises
     ------
     napari_dip.cli.CLIError
-        For user errors (bad arguments or data, a store of a different job, ...).
+        For user errors (bad arguments or data, a store of a different job, ...), and when dask,
+        distributed or zarr are not installed.
     """
-    from ..cli import EXIT_INTERRUPTED, CLIError, _check_output, _check_output_log
-    from .job import StackJob
+    try:
+        from ..distributed.job import StackJob
+    except ImportError as err:
+        raise CLIError(f"--scheduler and .zarr outputs need dask, distributed and zarr "
+                       f"(pip install 'napari-dip[distributed]'): {err}") from None
 
     output: Path = args.output
     inputs = [args.input] + ([args.mask] if task == "inpaint" else [])
@@ -71,9 +88,9 @@ def run_cli(args: argparse.Namespace, task: str, kwargs: dict[str, Any]) -> int:
         if not output.parent.exists():
             raise CLIError(f"output folder {output.parent} does not exist")
     else:
-        _check_output(output, inputs, args.overwrite)
+        check_output(output, inputs, args.overwrite)
     if getattr(args, "log", None) is not None:
-        _check_output_log(args.log, inputs + [output], args.overwrite)
+        check_output_log(args.log, inputs + [output], args.overwrite)
     for src in inputs:
         if not src.exists():
             raise CLIError(f"{src}: no such file")
@@ -110,9 +127,7 @@ def run_cli(args: argparse.Namespace, task: str, kwargs: dict[str, Any]) -> int:
     seconds = time.perf_counter() - start
     result = job.output
     if not to_store:
-        from ..io import write_image
-
-        write_image(output, result)
+        write_output(output, np.asarray(result), job.calibration)
     if getattr(args, "log", None) is not None:
         log = {"command": args.command, "input": str(args.input), "output": str(output),
                "preset": args.preset, "device": str(args.device), "seed": args.seed,
@@ -121,6 +136,6 @@ def run_cli(args: argparse.Namespace, task: str, kwargs: dict[str, Any]) -> int:
                "slices": job.history(events)}
         args.log.write_text(json.dumps(log, indent=1))
     if not quiet:
-        print(f"wrote {output} ({'x'.join(map(str, result.shape))}, float32): {job.fitted} plane(s) fitted, "
+        print(f"wrote {describe_output(output, result, job.calibration)}: {job.fitted} plane(s) fitted, "
               f"{sum(e.resumed for e in events)} resumed, in {seconds:.1f} s")
     return status
