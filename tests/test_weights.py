@@ -140,5 +140,5 @@ def test_bad_training_images_are_named():
         check_training_images([good], 3, 32)
     with pytest.raises(ValueError, match="input_kind='masked'"):
         next(pretrain_steps([good], get_settings("fast", "denoise"), steps=1))
-    with pytest.raises(ValueError, match="multiple of the network's size multiple"):
+    with pytest.raises(ValueError, match="multiple of 32 and at least 64 pixels"):
         next(pretrain_steps([np.random.default_rng(0).random((64, 64))], MASKED, steps=1, patch=40))

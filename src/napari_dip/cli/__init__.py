@@ -5,6 +5,7 @@
     napari-dip super-resolve IN --factor 4 -o OUT
     napari-dip demo
     napari-dip info
+    napari-dip pretrain IMAGES... -o WEIGHTS.pt
     napari-dip blind | enhance | flash | preimage | actmax | architecture-study ...
 
 Inputs are never modified; an existing output is refused without ``--overwrite``, and an output
@@ -19,9 +20,10 @@ for ``.zarr`` outputs); this module assembles the parser from their ``register``
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .. import __version__
-from . import applications, info, restore
+from . import applications, info, pretrain, restore
 from ._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, CLIError, Progress
 
 __all__ = ["CLIError", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_USAGE", "Progress", "build_parser", "main"]
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     restore.register(sub)
     info.register(sub)
+    pretrain.register(sub)
     applications.register(sub)
     return parser
 
@@ -42,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``napari-dip`` with ``argv`` (default: the process's arguments); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for records of the command (weights files)
     try:
         return args.handler(args)
     except CLIError as err:

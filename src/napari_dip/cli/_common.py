@@ -24,12 +24,12 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CLIError", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_USAGE", "PRESETS", "Progress", "add_common",
            "add_precision", "check_device", "check_output", "check_output_log", "check_writable",
            "default_channel_axis", "describe_output", "input_calibration", "parse_factor", "parse_iterations",
-           "read_input", "warn", "write_output"]
+           "read_input", "warn", "weights_option", "write_output"]
 
 EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED = 2, 1, 130
 
 #: ``--preset`` choices of the restoration commands (the first is the default).
-PRESETS = ("paper", "fast")
+PRESETS = ("auto", "pretrained", "fast", "paper")
 
 
 class CLIError(Exception):
@@ -150,7 +150,11 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=parse_iterations, default="auto",
                    help="a positive number, or 'auto' for automatic stopping (default)")
     p.add_argument("--preset", choices=list(PRESETS), default=PRESETS[0],
-                   help=f"network preset (default {PRESETS[0]})")
+                   help="network preset (default auto: 'paper' on a GPU; on a CPU 'pretrained' for denoise and "
+                        "inpaint, 'fast' for super-resolve)")
+    p.add_argument("--weights", default=None, metavar="FILE|builtin|none",
+                   help="starting weights: a file from 'napari-dip pretrain', 'builtin' (the shipped ones) or "
+                        "'none' (random); default: the preset's")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_precision(p)
@@ -205,6 +209,24 @@ def check_output_log(log: Path, others: list[Path], overwrite: bool) -> None:
     check_writable("log", log, overwrite)
     if not log.parent.exists():
         raise CLIError(f"log folder {log.parent} does not exist")
+
+
+def weights_option(value: str | None) -> dict[str, Any]:
+    """The ``weights`` setting override of ``--weights`` (empty: the preset's), checked before any
+    file is written: a file must exist and be a napari-dip weights file."""
+    if value is None:
+        return {}
+    if value.lower() == "none":
+        return {"weights": None}
+    if value == "builtin":
+        return {"weights": value}
+    from ..core.weights import WeightsError, load_weights, resolve_weights
+
+    try:
+        load_weights(resolve_weights(value, 1))
+    except WeightsError as err:
+        raise CLIError(str(err)) from None
+    return {"weights": str(Path(value).expanduser())}
 
 
 def check_device(device: str) -> None:

@@ -19,13 +19,24 @@ def run_info(args: argparse.Namespace) -> int:
     from .. import __version__
     from ..core.devices import available_devices, resolve_device
     from ..core.networks import build_network, count_parameters
-    from ..core.settings import PRESETS
+    from ..core.settings import PRESETS, resolve_preset
+    from ..core.weights import resolve_weights
 
     print(f"napari-dip {__version__}, torch {torch.__version__}")
     print(f"devices: {', '.join(available_devices())} (auto -> {resolve_device('auto')})")
+    device = resolve_device("auto")
+    print("preset auto -> " + ", ".join(f"{task}: {resolve_preset('auto', task, device)}" for task in
+                                        ("denoise", "inpaint", "super_resolve")) + f" (on {device})")
     for preset, tasks in PRESETS.items():
         for task, s in tasks.items():
-            n = count_parameters(build_network(s.network, s.input_channels, 3, **s.network_kwargs))
-            print(f"preset {preset:5s} {task:13s}: {s.network} net, {n:,} parameters (RGB), lr {s.lr}, "
-                  f"jitter {s.reg_noise_std:.3g}, EMA {s.ema}, up to {s.iterations} iterations")
+            masked = s.input_kind == "masked"
+            n = count_parameters(build_network(s.network, 4 if masked else s.input_channels, 3, **s.network_kwargs))
+            start = ""
+            if s.weights is not None:
+                files = [resolve_weights(s.weights, c) for c in (1, 3)]
+                start = ", starts from " + (" / ".join(f.name for f in files if f is not None) or "random weights "
+                                            "(no shipped weights found)")
+            kind = "masked image" if masked else "random code"
+            print(f"preset {preset:10s} {task:13s}: {s.network} net from a {kind}, {n:,} parameters (RGB), "
+                  f"lr {s.lr}, EMA {s.ema}, up to {s.iterations} iterations{start}")
     return 0

@@ -23,6 +23,7 @@ import numpy as np
 
 from ._common import (
     EXIT_INTERRUPTED,
+    PRESETS,
     CLIError,
     Progress,
     add_common,
@@ -36,6 +37,7 @@ from ._common import (
     parse_factor,
     parse_iterations,
     read_input,
+    weights_option,
     write_output,
 )
 
@@ -65,7 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="denoise a bundled synthetic fluorescence image and print the PSNR")
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")
     p.add_argument("--iterations", type=parse_iterations, default="auto")
-    p.add_argument("--preset", choices=["paper", "fast"], default="fast")
+    p.add_argument("--preset", choices=list(PRESETS), default="auto",
+                   help="network preset (default auto: 'paper' on a GPU, 'pretrained' on a CPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     add_precision(p)
@@ -92,7 +95,8 @@ def run_restoration(args: argparse.Namespace) -> int:
 
     task = TASKS[args.command]
     kwargs: dict[str, Any] = dict(iterations=args.iterations, preset=args.preset, device=args.device,
-                                  seed=args.seed, channel_axis=args.channel_axis, precision=args.precision)
+                                  seed=args.seed, channel_axis=args.channel_axis, precision=args.precision,
+                                  **weights_option(args.weights))
     if task == "super_resolve":
         kwargs.update(factor=args.factor, kernel=args.kernel)
     if args.output.suffix.lower() == ".zarr" or args.scheduler is not None:
@@ -130,7 +134,8 @@ def run_restoration(args: argparse.Namespace) -> int:
     write_output(args.output, result, calibration)
     if args.log is not None:
         log = {"command": args.command, "input": str(args.input), "output": str(args.output),
-               "preset": args.preset, "device": str(args.device), "precision": job.precision, "seed": args.seed,
+               "preset": args.preset, "resolved_preset": job.resolved_preset, "device": str(job.device),
+               "precision": job.precision, "seed": args.seed,
                "iterations": args.iterations, "seconds": round(seconds, 3), "interrupted": status != 0,
                "slices": job.history()}
         args.log.write_text(json.dumps(log, indent=1))
@@ -157,8 +162,8 @@ def run_demo(args: argparse.Namespace) -> int:
     # compare in the clean image's units: map the camera counts back
     to_unit = lambda x: (np.asarray(x, np.float64) - 100) / (4095 * 0.8)  # noqa: E731
     p_in, p_out = psnr(to_unit(noisy), clean, 1.0), psnr(to_unit(result), clean, 1.0)
-    print(f"demo: {args.size}x{args.size} synthetic fluorescence image, preset {args.preset}, "
-          f"device {job.current.device if job.current else args.device}")
+    preset = args.preset if args.preset == job.resolved_preset else f"{args.preset} -> {job.resolved_preset}"
+    print(f"demo: {args.size}x{args.size} synthetic fluorescence image, preset {preset}, device {job.device}")
     print(f"noisy input PSNR {p_in:.2f} dB -> DIP result PSNR {p_out:.2f} dB "
           f"(+{p_out - p_in:.2f} dB), {fit.iterations} iterations "
           f"(estimate from iteration {fit.best_iteration}), {seconds:.1f} s")

@@ -172,8 +172,10 @@ def pretrain_steps(images: Sequence[np.ndarray], settings: Settings, *, channels
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_network(settings.network, channels + 1, channels, **settings.network_kwargs)
-    if net.size_multiple > patch or patch % net.size_multiple:
-        raise ValueError(f"patch must be a multiple of the network's size multiple {net.size_multiple}, got {patch}")
+    smallest = net.size_multiple * max(1, net.min_cells)
+    if patch < smallest or patch % net.size_multiple:
+        raise ValueError(f"patch must be a multiple of {net.size_multiple} and at least {smallest} pixels for this "
+                         f"network, got {patch}")
     if init_state is not None:
         net.load_state_dict(init_state)
     net = net.to(device).train()

@@ -22,7 +22,7 @@ from .fit import DIPMemoryError, FitResult, Fitter, Snapshot, check_iterations, 
 from .layout import Intensity, check_image, check_mask, get_plane, infer_layout, put_plane
 from .memory import available_bytes, estimate_fit_bytes, format_bytes, largest_fitting_side
 from .operators import Downsampler, Identity, LinearOperator, Mask
-from .settings import TASKS, get_settings
+from .settings import TASKS, get_settings, resolve_preset
 
 __all__ = ["Restoration", "check_factor", "plan_tiles"]
 
@@ -150,7 +150,9 @@ class Restoration:
                 raise ValueError("max_iterations must be a positive integer")
             overrides["iterations"] = cap
         self.device = resolve_device(device)
+        #: the preset asked for, and what ``'auto'`` resolved to on this device
         self.preset = preset if isinstance(preset, str) else "custom"
+        self.resolved_preset = resolve_preset(preset, task, self.device) if isinstance(preset, str) else "custom"
         self.settings = get_settings(preset, task, device=self.device, **overrides)
         arr = check_image(image, allow_nonfinite=task == "inpaint")
         self.layout = infer_layout(arr.shape, channel_axis, rgb)

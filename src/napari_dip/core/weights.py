@@ -21,6 +21,7 @@ picks a file of your own (``napari-dip pretrain my_images/*.tif -o my-microscope
 from __future__ import annotations
 
 import functools
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,8 @@ def load_weights(path: str | os.PathLike) -> Weights:
     try:
         stat = p.stat()
     except OSError as err:
+        if not p.exists():
+            raise WeightsError(f"weights file {p} does not exist") from None
         raise WeightsError(f"weights file {p} cannot be read: {err.strerror or err}") from None
     return _load_cached(str(p.resolve()), stat.st_mtime_ns, stat.st_size)
 
@@ -168,9 +171,11 @@ def save_weights(path: str | os.PathLike, net: torch.nn.Module, *, network: str,
     if p.exists() and not p.is_file():
         raise IsADirectoryError(f"{p} is not a file")
     state = {k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}
+    # plain JSON types only (e.g. torch.__version__ is a str subclass that weights_only loading refuses)
+    meta = json.loads(json.dumps(dict(meta or {}), default=str))
     payload = {"format": FORMAT, "version": VERSION, "network": network, "network_kwargs": _plain(network_kwargs),
                "in_channels": int(in_channels), "out_channels": int(out_channels), "input_kind": input_kind,
-               "state_dict": state, "meta": dict(meta or {})}
+               "state_dict": state, "meta": meta}
     tmp = p.with_name(f".{p.name}.partial")
     torch.save(payload, tmp)
     os.replace(tmp, p)
