@@ -17,9 +17,10 @@ Two ways to pre-train, one loop (:func:`pretrain_steps`):
   is independent from pixel to pixel that is an unbiased stand-in for the clean image (Noise2Self),
   so no clean data is needed.
 
-Every crop hides either a low share of its pixels (``low_ratio``, the setting for white noise) or
-a high one (``high_ratio``, for correlated noise, see :data:`napari_dip.core.settings`), so one
-file serves both.
+Every step's crops hide either a low share of their pixels (``low_ratio``, the setting for white
+noise) or, in ``high_share`` of the steps, a high one (``high_ratio``, the setting for correlated
+noise, :mod:`napari_dip.core.masking`), so one file serves both. With synthetic noise, band-limited
+(correlated) noise appears only in high-ratio steps (half of their crops), as in fits.
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ def _crops(images: list[np.ndarray], rng: np.random.Generator, batch: int, patch
     return np.stack(out).astype(np.float32)
 
 
-def _synthetic_noise(x: torch.Tensor, rng: np.random.Generator, gen: torch.Generator) -> torch.Tensor:
-    """Poisson-Gaussian noise of a random level per crop; a third of the crops get it band-limited."""
+def _synthetic_noise(x: torch.Tensor, rng: np.random.Generator, gen: torch.Generator,
+                     correlated_share: float) -> torch.Tensor:
+    """Poisson-Gaussian noise of a random level per crop; ``correlated_share`` of the crops get it band-limited."""
     n = x.shape[0]
     shape = (n, 1, 1, 1)
     photons = torch.from_numpy(10 ** rng.uniform(0.7, 3.3, shape)).float()
@@ -117,7 +119,7 @@ def _synthetic_noise(x: torch.Tensor, rng: np.random.Generator, gen: torch.Gener
     std = torch.where(shot_on, torch.sqrt(x.clamp_min(0) / photons), torch.zeros_like(x))
     white = torch.randn(x.shape, generator=gen)
     noise = std * white + read * torch.randn(x.shape, generator=gen)
-    correlated = torch.from_numpy(rng.random(n) < 1 / 3)
+    correlated = torch.from_numpy(rng.random(n) < correlated_share)
     if bool(correlated.any()):  # blur the noise of those crops and restore its standard deviation
         k = torch.tensor([0.25, 0.5, 0.25])
         k2 = (k[:, None] * k[None, :]).expand(x.shape[1], 1, 3, 3)
@@ -130,7 +132,7 @@ def _synthetic_noise(x: torch.Tensor, rng: np.random.Generator, gen: torch.Gener
 def pretrain_steps(images: Sequence[np.ndarray], settings: Settings, *, channels: int = 1, steps: int = 20000,
                    batch: int = 8, patch: int = 64, lr: float = 2e-3, seed: int = 0, synthetic_noise: bool = True,
                    low_ratio: tuple[float, float] = (0.2, 0.5), high_ratio: tuple[float, float] = (0.8, 0.95),
-                   high_share: float = 0.4, device: str | torch.device = "cpu",
+                   high_share: float = 0.35, device: str | torch.device = "cpu",
                    init_state: dict[str, torch.Tensor] | None = None, report_every: int = 50,
                    names: Sequence[str] | None = None) -> Generator[PretrainStep, None, DIPNet]:
     """Train ``settings``' network by masked-pixel reconstruction; yields progress, returns the net.
@@ -185,9 +187,12 @@ def pretrain_steps(images: Sequence[np.ndarray], settings: Settings, *, channels
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / steps))
         clean = torch.from_numpy(_crops(data, rng, batch, patch, augment=synthetic_noise))
-        noisy = _synthetic_noise(clean, rng, gen) if synthetic_noise else clean
+        high = rng.random() < high_share
+        lo, hi = high_ratio if high else low_ratio
+        # band-limited noise only with the high ratio, as fits use them together (mask_ratio='auto'):
+        # mixing it into low-ratio crops cost 0.3 dB on FMD two-photon frames (docs/performance.md)
+        noisy = _synthetic_noise(clean, rng, gen, 0.5 if high else 0.0) if synthetic_noise else clean
         target = clean
-        lo, hi = high_ratio if rng.random() < high_share else low_ratio
         ratio = torch.from_numpy(rng.uniform(lo, hi, (batch, 1, 1, 1))).float()
         visible = (torch.rand((batch, 1, patch, patch), generator=gen) >= ratio).float()
         inp = masked_input(noisy, visible).to(device)
