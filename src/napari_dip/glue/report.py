@@ -172,10 +172,13 @@ def describe_outcome(outcome: RunOutcome, title: str, n_slices: int, cap: int, l
         if severity == "info":
             severity = "warning"
         worst = max(flagged, key=_miss)
-        what = (("plane " if len(flagged) == 1 else "planes ") + format_planes([r.index for r in flagged])
-                if stack else "the estimate")
-        sentences.append(f"NOT converged: {what} ({_missed(worst) or 'tiles missing'} of the image's structure); "
-                         f"marked '(not converged)'")
+        if not stack:
+            what = f"the estimate {_missed(worst) or 'misses tiles'}"
+        elif len(flagged) == 1:
+            what = f"plane {flagged[0].index + 1} {_missed(worst) or 'misses tiles'}"
+        else:
+            what = f"planes {format_planes([r.index for r in flagged])} miss up to {_miss_pct(worst)}"
+        sentences.append(f"NOT converged: {what} of the image's structure; marked '(not converged)'")
     if any(r.ending == "cap" for r in finished) and severity == "info":
         severity = "warning"
     if not kept and outcome.state != "failed":
@@ -183,6 +186,10 @@ def describe_outcome(outcome: RunOutcome, title: str, n_slices: int, cap: int, l
     elif layer_name and kept:
         sentences.append(f"Layer {layer_name!r}")
     return ". ".join(sentences) + ".", severity
+
+
+def _miss_pct(rec: PlaneRecord) -> str:
+    return f"{min(100.0, 100 * _miss(rec)):.0f} %"
 
 
 def _miss(rec: PlaneRecord) -> float:

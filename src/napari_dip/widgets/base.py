@@ -91,9 +91,6 @@ def _collapsible(title: str, content: Widget, expanded: bool) -> tuple[Container
     section.setDuration(0)  # no animation: it would repaint the dock for a quarter of a second
     section.layout().setContentsMargins(0, 0, 0, 0)
     section.addWidget(content.native)
-    # hide the content while collapsed (the section only shrinks it): a hidden plot is not redrawn
-    content.native.setVisible(expanded)
-    section.toggled.connect(content.native.setVisible)
     if expanded:
         section.expand(animate=False)
     box.native.layout().addWidget(section)
@@ -337,6 +334,7 @@ class RestorationWidget(Container):
                             widgets=[self.discard_button, self.keep_partial_button])
         self.plot = FitPlot(name="plot")
         plot_box, self.plot_section = _collapsible("Plot", self.plot, expanded=False)
+        self.plot.is_open = self.plot_section.isExpanded  # a collapsed plot is not redrawn
         for box in (buttons, bars, results, self.plot):
             box.margins = (0, 0, 0, 0)
         for bar in (self.progress, self.slices):

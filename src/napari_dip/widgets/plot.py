@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from magicgui.widgets import Container, Label
@@ -40,6 +40,8 @@ class FitPlot(Container):
         self.stop_iteration = 0
         self.title = ""
         self.draws = 0  # redraws of the canvas (for tests)
+        #: says whether the plot is open (e.g. its collapsible section is expanded); None: always
+        self.is_open: Callable[[], bool] | None = None
         self._last_draw = 0.0
         self._stale = False
         self.figure = None
@@ -127,8 +129,8 @@ class FitPlot(Container):
     # -- drawing ------------------------------------------------------------------------------
     @property
     def shown(self) -> bool:
-        """Whether the canvas is on screen (a collapsed or hidden plot is not redrawn)."""
-        return self.canvas is not None and self.canvas.isVisible()
+        """Whether the plot is open (a collapsed plot is not redrawn)."""
+        return self.canvas is not None and (self.is_open is None or bool(self.is_open()))
 
     def draw(self, force: bool = False) -> None:
         """Redraw if ``force`` or at least ``min_interval`` seconds passed since the last redraw."""
