@@ -18,7 +18,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, ProgressBar, PushButton, SpinBox, Widget
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
-from qtpy.QtCore import QSize, Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QWidget
 
 from ..core.devices import available_devices
@@ -66,6 +66,12 @@ class _ScrollArea(QScrollArea):
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         self.setWidget(content)
+        content.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the content grew or shrank: let the dock re-read the size hint
+        return super().eventFilter(watched, event)
 
     def _full_height(self) -> int:
         content = self.widget()
