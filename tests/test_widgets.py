@@ -519,6 +519,22 @@ def test_cancel_stops_within_one_iteration(qtbot, viewer):
     assert w.run_button.enabled and not w.cancel_button.enabled
 
 
+def test_quitting_the_worker_from_a_script_keeps_the_finished_planes(qtbot, viewer):
+    from napari_dip.widgets import DenoiseWidget
+
+    layer, _ = stack_layer(viewer, planes=3)
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=8, preview_every=1)
+
+    def during(u):
+        if u.plane == 1:
+            w.worker.quit()  # napari's own stop, as a script might call it
+
+    out = start_and_wait(qtbot, w, FIT_TIMEOUT, during=during)
+    assert out is not None and out.metadata["napari_dip"]["state"] == "cancelled"
+    assert out.metadata["napari_dip"]["planes_fitted"] == [0]
+    assert np.isfinite(out.data[0]).all() and np.isnan(out.data[1:]).all()
+
+
 def test_removing_the_dock_widget_stops_the_worker(qtbot, viewer):
     w, worker, _layer, _data = long_stack_run(viewer)
     qtbot.waitUntil(lambda: w.progress.value >= 2, timeout=FIT_TIMEOUT)

@@ -6,7 +6,16 @@ scripts can use it directly (e.g. to run a restoration on a layer without any wi
 
 from __future__ import annotations
 
-from .driver import PlaneRecord, RunControl, RunOutcome, TimeEstimate, Update, drive, select_planes
+from .driver import (
+    PlaneRecord,
+    RunControl,
+    RunOutcome,
+    TimeEstimate,
+    Update,
+    drive,
+    outcome_from_job,
+    select_planes,
+)
 from .layers import (
     TASK_WORDS,
     ImageInput,
@@ -37,6 +46,7 @@ __all__ = [
     "finished_output",
     "iterate_steps",
     "output_layer_kwargs",
+    "outcome_from_job",
     "output_name",
     "progress_text",
     "read_image_layer",

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["PlaneRecord", "RunControl", "RunOutcome", "TimeEstimate", "TimeEstimator", "Update", "drive",
-           "format_duration", "select_planes"]
+           "format_duration", "outcome_from_job", "select_planes"]
 
 
 def format_duration(seconds: float) -> str:
@@ -545,6 +545,24 @@ def drive(job, control: RunControl | None = None, planes: Sequence[int] | None =
             data = job.output.copy()
     return RunOutcome(data=data, records=records, selected=selected, state=state, partial=partial,
                       partial_kept=partial_kept, error=error, seconds=clock() - start)
+
+
+def outcome_from_job(job, selected: Sequence[int], state: str = "cancelled", seconds: float = 0.0) -> RunOutcome:
+    """The outcome of a run whose :func:`drive` generator was closed before it could return one
+    (e.g. by napari's ``worker.quit()``): the finished planes only, without convergence evidence."""
+    auto = job.iterations == "auto"
+    records = []
+    for s in selected:
+        if not job.done[s]:
+            continue
+        fitted = job.fits[s]
+        if fitted is None:
+            records.append(PlaneRecord(s, "copied", 0, 0, tiles=0, tiles_done=0))
+        else:
+            ending = ("rule" if fitted.stopped_early else "cap") if auto else "fixed"
+            records.append(PlaneRecord(s, ending, int(fitted.iterations), int(fitted.best_iteration)))
+    return RunOutcome(data=job.output.copy(), records=records, selected=list(selected), state=state,
+                      seconds=seconds)
 
 
 def _partial(job, fit: _Fit, state: str, tiles: int, plane_evidence: list, plane_iterations: int,

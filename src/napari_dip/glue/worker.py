@@ -1,8 +1,10 @@
 """Running a restoration in a napari thread worker.
 
-:func:`iterate_steps` is the generator the worker runs: it yields the core's snapshots one per
-iteration, so ``worker.quit()`` stops the fit at the next iteration (napari's generator workers
-check for an abort request at every yield), and it returns the output array.
+:func:`start_worker` runs a generator in a napari ``GeneratorWorker``: the widgets use
+:func:`napari_dip.glue.driver.drive` (throttled updates and an outcome); :func:`iterate_steps`, the
+default, yields the core's snapshots one per iteration, so ``worker.quit()`` stops the fit at the
+next iteration (napari's generator workers check for an abort request at every yield), and it
+returns the output array.
 
 superqt's generator workers *return* ``RuntimeError``s instead of emitting ``errored`` (they
 take them for a deleted worker); :func:`iterate_steps` re-raises them as :class:`RunError` so

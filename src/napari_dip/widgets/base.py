@@ -31,6 +31,7 @@ from ..glue import (
     build_restoration,
     describe_outcome,
     drive,
+    outcome_from_job,
     output_layer_kwargs,
     progress_text,
     read_image_layer,
@@ -601,6 +602,7 @@ class RestorationWidget(Container):
         self._run = {"inp": inp, "inp_layer": self.image.value, "layer": layer, "options": options,
                      "control": control, "cap": cap, "auto": job.iterations == "auto", "n_run": n_run,
                      "stack_shape": job.layout.stack_shape, "outcome": None, "error": None,
+                     "selected": list(range(job.n_slices)) if planes is None else list(planes),
                      "layer_removed": False, "start": time.monotonic(), "fit": 0, "plane": -1,
                      "last_refresh": 0.0, "last_notice": -np.inf, "silenced": 0, "rollbacks": 0,
                      "records": []}
@@ -766,8 +768,10 @@ class RestorationWidget(Container):
         layer = run["layer"]
         alive = not run["layer_removed"] and layer in self._viewer.layers
         outcome = run["outcome"]
+        if outcome is None and run["error"] is None:  # worker.quit(): the finished planes, no evidence
+            outcome = outcome_from_job(job, run["selected"], "cancelled", time.monotonic() - run["start"])
         self.outcome = outcome
-        if outcome is None:  # the driver itself failed (or the worker was stopped): say so, keep nothing unsure
+        if outcome is None:  # the driver itself failed: say so, keep nothing unsure
             err = run["error"] or RuntimeError("the run stopped without a result")
             self._report_error(f"{self.title} failed: {err}")
             if alive:
