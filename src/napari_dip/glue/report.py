@@ -54,9 +54,10 @@ def progress_text(u: Update, auto: bool) -> str:
     """Two lines for the status while a fit runs: where it is, and the time left."""
     snap = u.snapshot
     parts = []
-    if u.planes > 1:
-        parts.append(f"plane {u.plane_number}/{u.planes}" + (f" (#{u.plane + 1})" if u.plane + 1 != u.plane_number
-                                                              else ""))
+    if u.plane + 1 != u.plane_number:  # some planes selected: the plane's own number, then the count
+        parts.append(f"plane {u.plane + 1} ({u.plane_number} of {u.planes})")
+    elif u.planes > 1:
+        parts.append(f"plane {u.plane_number}/{u.planes}")
     if u.tiles > 1:
         parts.append(f"tile {u.tile}/{u.tiles}")
     parts.append(f"iteration {snap.iteration}/{snap.total}")

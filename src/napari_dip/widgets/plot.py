@@ -48,8 +48,12 @@ class FitPlot(Container):
         self.canvas = None
         self.colors = {"background": "#23242b", "text": "#f0f1f2", "loss": "#6cb6ff", "signal": "#f5a623",
                        "stop": "#7ed957", "grid": "#565f6c"}
-        self.summary = Label(value="")
-        self.summary.native.setWordWrap(True)
+        self.summary = Label(value="")  # one line above the curves: the fit, the last loss, the kept iteration
+        from qtpy.QtWidgets import QSizePolicy
+
+        # clipped in a narrow dock rather than widening it
+        self.summary.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.append(self.summary)
         try:
             from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
             from matplotlib.figure import Figure
@@ -72,7 +76,6 @@ class FitPlot(Container):
                 ax.tick_params(labelsize=6)
             self.native.layout().addWidget(self.canvas)
             self.set_colors(self.colors)
-        self.append(self.summary)
 
     # -- appearance ---------------------------------------------------------------------------
     def set_colors(self, colors: dict[str, str]) -> None:
@@ -93,7 +96,6 @@ class FitPlot(Container):
         self._loss_ax.xaxis.label.set_color(c["text"])
         self._loss_ax.yaxis.label.set_color(c["loss"])
         self._signal_ax.yaxis.label.set_color(c["signal"])
-        self._loss_ax.title.set_color(c["text"])
         self.draw(force=True)
 
     # -- data ---------------------------------------------------------------------------------
@@ -155,7 +157,6 @@ class FitPlot(Container):
             ax.relim()
             ax.autoscale_view()
         self._loss_ax.set_xlim(0, max(self.iterations[-1] if self.iterations else 1, self.stop_iteration, 1))
-        self._loss_ax.set_title(self.title, fontsize=7)
         self.canvas.draw_idle()
 
     def redraw_if_stale(self) -> None:
