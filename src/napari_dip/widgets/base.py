@@ -779,13 +779,9 @@ class RestorationWidget(Container):
             layer = None
         else:
             self.slices.value = len(outcome.in_data)
-            if job.current is not None:  # stopped mid-plane: show where (updates are throttled)
-                self.progress.value = min(job.current.iteration, self.progress.max)
-            elif outcome.state == "finished" and outcome.records:
-                self.progress.value = self.progress.max = max(self.progress.max, 1)
-                last = outcome.records[-1]
-                self.progress.value = min(last.iterations if last.tiles <= 1 else self.progress.max,
-                                          self.progress.max)
+            partial = next((r for r in outcome.records if not r.finished), None)
+            if partial is not None:  # stopped mid-plane: show where (updates are throttled)
+                self.progress.value = min(partial.fit_iteration, self.progress.max)
             keep = alive and bool(outcome.in_data)
             if alive and not keep:
                 self._viewer.layers.remove(layer)
