@@ -702,6 +702,9 @@ def test_three_widgets_fit_a_1080_pixel_screen(qtbot, make_napari_viewer):
     for w in widgets:  # expanding everything scrolls instead of growing the window past the screen
         w.plot_section.expand(animate=False)
         w.advanced_section.expand(animate=False)
+    qtbot.waitUntil(lambda: all(w.native.sizeHint().height() > h + 100 for w, h in zip(widgets, heights)),
+                    timeout=5_000)
+    qtbot.wait(100)  # let the dock layout take the new sizes
     assert viewer.window._qt_window.minimumSizeHint().height() <= 1000
 
 
