@@ -76,8 +76,20 @@ class _ScrollArea(QScrollArea):
 
     def _full_height(self) -> int:
         content = self.widget()
+        width = self.width() - 2 * self.frameWidth()  # the viewport's width without a scroll bar
+        # at the width it has: wrapped text (the status) takes more lines in a narrow dock
+        height = content.heightForWidth(width) if content.hasHeightForWidth() and width > 0 else -1
+        # never below the content's minimum (the scroll area does not shrink it further)
+        height = max(height, content.minimumSizeHint().height())
+        if height <= 0:
+            height = content.sizeHint().height()
         # plus the frame the style draws (napari's stylesheet gives scroll areas one, even frameless)
-        return max(content.sizeHint().height(), content.minimumSizeHint().height()) + 2 * self.frameWidth()
+        return height + 2 * self.frameWidth()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        if event.oldSize().width() != event.size().width():
+            self.updateGeometry()  # another width, another wrapped height
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
         return QSize(self.widget().sizeHint().width() + self.verticalScrollBar().sizeHint().width(),
