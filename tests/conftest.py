@@ -61,3 +61,20 @@ def make_widget(widget_cls, viewer, layer, iterations: int, **values):
     for name, value in values.items():
         getattr(w, name).value = value
     return w
+
+
+def start_and_wait(qtbot, w, timeout: int = 60_000, during=None):
+    """Click ``w``'s Run button and wait for its ``run_finished`` signal; returns the output layer.
+
+    ``during(update)`` is called with each update the worker sends (on the GUI thread), e.g. to
+    click Cancel at a given point.
+    """
+    finished: list = []
+    w.run_finished.connect(finished.append)
+    w.run_button.native.click()
+    assert w.worker is not None and w.running, w.status.value
+    if during is not None:
+        w.worker.yielded.connect(during)
+    qtbot.waitUntil(lambda: bool(finished), timeout=timeout)
+    w.run_finished.disconnect(finished.append)
+    return finished[0]

@@ -1,7 +1,9 @@
-"""The napari widgets, headless (run under Xvfb): outputs, live preview, cancel, errors, plugin.
+"""The napari widgets, driven as a user would (run under Xvfb): set controls, click the buttons,
+wait for the run to end; outputs, live preview, plane control, honest end states, cancel, errors,
+responsiveness, layout and the plugin manifest.
 
-Every fit is tiny (24x32 pixels, the 'fast' preset, tens of iterations) so the file runs in well
-under a minute on one CPU thread.
+Every fit is tiny (24x32 or 64x64 pixels, the 'fast' preset, tens of iterations) so the file runs
+in a few minutes on one CPU thread.
 """
 
 from __future__ import annotations
@@ -19,17 +21,30 @@ pytest.importorskip("pytestqt")
 
 from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
 
-from conftest import make_widget  # noqa: E402
+from conftest import make_widget, start_and_wait  # noqa: E402
 from napari_dip.samples import cells, noisy_cells, psnr  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
-FIT_TIMEOUT = 60_000  # ms; generous for a loaded CI machine, a fit here takes a few seconds
+FIT_TIMEOUT = 120_000  # ms; generous for a loaded CI machine, a fit here takes a few seconds
 
 
 @pytest.fixture()
 def viewer(make_napari_viewer):
     return make_napari_viewer()
+
+
+@pytest.fixture()
+def notes():
+    """``(severity, message)`` of the notifications dispatched during the test."""
+    seen: list[tuple[str, str]] = []
+
+    def record(notification):
+        seen.append((str(notification.severity), str(notification.message)))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
 
 
 @pytest.fixture()
@@ -46,15 +61,9 @@ def errors():
     notification_manager.notification_ready.disconnect(record)
 
 
-def run_to_end(qtbot, w):
-    """Start ``w`` and wait for the run to end; returns the output layer."""
-    finished: list = []
-    w.run_finished.connect(finished.append)
-    worker = w.run()
-    assert worker is not None, w.status.value
-    qtbot.waitUntil(lambda: bool(finished), timeout=FIT_TIMEOUT)
-    assert not worker.is_running
-    return finished[0]
+def stack_layer(viewer, planes: int = 3, shape=(24, 32), name: str = "stack"):
+    data = np.stack([noisy_cells(shape, photons=20, seed=i)[1] for i in range(planes)]).astype(np.float32)
+    return viewer.add_image(data, name=name), data
 
 
 # -- the three tasks -------------------------------------------------------------------------
@@ -68,35 +77,40 @@ def test_denoise_makes_a_better_new_layer_and_keeps_the_input(qtbot, viewer):
     before = layer.data.copy()
     w = make_widget(DenoiseWidget, viewer, layer, iterations=40, preview_every=10)
     w.overrides = {"ema": 0.9}  # a short average, for a short fit
+    previews: list[float] = []  # the output layer's content at each preview, seen during the run
+    at_start: list[bool] = []
 
-    previews: list[float] = []  # output layer content at each preview, seen during the run
+    def during(update):
+        if not at_start:
+            at_start.append(True)
+        if update.preview is not None:
+            previews.append(float(np.nanmax(np.abs(w.output_layer.data))))
 
-    def on_snapshot(snap):
-        if snap.ema is not None:
-            previews.append(float(np.abs(w.output_layer.data).max()))
-
-    w.run_finished.connect(lambda _layer: None)
-    worker = w.run()
-    assert worker is not None, w.status.value
-    assert w.output_layer is not None and w.output_layer in viewer.layers  # created at the start
-    assert w.output_layer is not layer
-    worker.yielded.connect(on_snapshot)
-    qtbot.waitUntil(lambda: not w.running, timeout=FIT_TIMEOUT)
+    finished: list = []
+    w.run_finished.connect(finished.append)
+    w.run_button.native.click()
     out = w.output_layer
+    assert out is not None and out in viewer.layers and out is not layer  # created at the start ...
+    assert np.isnan(out.data).all()  # ... empty (drawn transparent), so the input shows through
+    w.worker.yielded.connect(during)
+    qtbot.waitUntil(lambda: bool(finished), timeout=FIT_TIMEOUT)
 
-    assert out.name == "cells denoised"
-    assert out.data.shape == noisy.shape and out.data.dtype == np.float32
+    assert finished == [out] and out.name == "cells denoised"
+    assert out.data.shape == noisy.shape and out.data.dtype == np.float32 and np.isfinite(out.data).all()
     np.testing.assert_allclose(out.scale, layer.scale)
     np.testing.assert_allclose(out.translate, layer.translate)
     assert tuple(str(u) for u in out.units) == tuple(str(u) for u in layer.units)
     assert tuple(out.axis_labels) == ("y", "x")
-    assert len(previews) >= 3 and all(p > 0 for p in previews)  # live preview before the end
+    assert len(previews) >= 2 and all(p > 0 for p in previews)  # live preview before the end
     gain = psnr(out.data, reference, 4095 * 0.8) - psnr(noisy, reference, 4095 * 0.8)
     assert gain > 1.0, gain
     assert layer.data.dtype == before.dtype and layer.data.tobytes() == before.tobytes()
-    assert out.metadata["napari_dip"]["task"] == "denoise" and not out.metadata["napari_dip"]["cancelled"]
+    meta = out.metadata["napari_dip"]
+    assert meta["task"] == "denoise" and meta["state"] == "finished" and not meta["cancelled"]
+    assert meta["planes_fitted"] == [0] and meta["planes"][0]["ending"] == "fixed"
     assert w.progress.value == 40 and w.progress.max == 40
     assert w.run_button.enabled and not w.cancel_button.enabled
+    assert "Ran the fixed 40 iterations" in w.status.value
 
 
 def test_inpaint_fills_only_the_labelled_pixels(qtbot, viewer):
@@ -110,8 +124,9 @@ def test_inpaint_fills_only_the_labelled_pixels(qtbot, viewer):
     layer = viewer.add_image(damaged, name="damaged")
     labels = viewer.add_labels(mask, name="holes")
     before_image, before_mask = damaged.copy(), mask.copy()
-    w = make_widget(InpaintWidget, viewer, layer, iterations=50, mask=labels)
-    out = run_to_end(qtbot, w)
+    w = make_widget(InpaintWidget, viewer, layer, iterations=80, mask=labels)
+    w.overrides = {"ema": 0.9}  # a short average, for a short fit
+    out = start_and_wait(qtbot, w, FIT_TIMEOUT)
 
     holes = mask > 0
     assert out.name == "damaged inpainted" and out.data.shape == clean.shape
@@ -130,7 +145,7 @@ def test_super_resolve_upsamples_and_keeps_the_world_extent(qtbot, viewer):
     layer = viewer.add_image(low, name="low", scale=(2.0, 2.0), translate=(10.0, 20.0))
     w = make_widget(SuperResolveWidget, viewer, layer, iterations=120, factor=2, preview_every=40)
     w.overrides = {"ema": 0.9, "reg_noise_std": 0.0}  # converge fast, for a short fit
-    out = run_to_end(qtbot, w)
+    out = start_and_wait(qtbot, w, FIT_TIMEOUT)
 
     assert out.name == "low x2 super-resolved"
     assert out.data.shape == (24, 32) and out.data.dtype == np.float32
@@ -151,19 +166,328 @@ def test_layouts_give_the_same_layout_back(qtbot, viewer, shape, dtype, rgb):
     data = (np.random.default_rng(0).random(shape) * (255 if dtype == np.uint8 else 1000)).astype(dtype)
     layer = viewer.add_image(data, rgb=rgb)
     w = make_widget(DenoiseWidget, viewer, layer, iterations=3, preview_every=1)
-    slices_seen: set[int] = set()
-    w.run_finished.connect(lambda _l: None)
-    worker = w.run()
-    worker.yielded.connect(lambda snap: slices_seen.add(snap.slice_index))
-    qtbot.waitUntil(lambda: not w.running, timeout=FIT_TIMEOUT)
-    out = w.output_layer
+    planes_seen: set[int] = set()
+    out = start_and_wait(qtbot, w, FIT_TIMEOUT, during=lambda u: planes_seen.add(u.plane))
     n_planes = int(np.prod(shape[:-3 if rgb else -2]))
     assert out.rgb == rgb and out.data.shape == shape and out.data.dtype == np.float32
     assert (not w.slices.native.isHidden()) == (n_planes > 1) and w.slices.value == n_planes
-    assert slices_seen == set(range(n_planes))
+    assert planes_seen == set(range(n_planes))
     planes = out.data.reshape(n_planes, -1) if not rgb else out.data.reshape(1, -1)
-    assert (np.abs(planes).max(axis=1) > 0).all()  # every plane fitted
+    assert np.isfinite(planes).all() and (np.abs(planes).max(axis=1) > 0).all()  # every plane fitted
     assert layer.data.tobytes() == data.tobytes()
+
+
+# -- plane control ---------------------------------------------------------------------------
+def test_plane_controls_show_only_for_stacks(viewer):
+    from napari_dip.widgets import DenoiseWidget
+
+    flat = viewer.add_image(np.zeros((24, 32), np.float32), name="flat")
+    stack, _ = stack_layer(viewer, planes=4)
+    w = DenoiseWidget(viewer)
+
+    def hidden(control) -> bool:
+        return not control.native.isVisibleTo(w.native)
+
+    stack_only = [w.plane_mode, w.follow, w.warm_start, w.stop_after_plane_button]
+    w.image.value = flat
+    assert all(hidden(c) for c in stack_only)
+    w.image.value = stack
+    assert not any(hidden(c) for c in stack_only)
+    assert hidden(w.first_plane)  # the range only for 'range'
+    w.plane_mode.value = "range"
+    assert not hidden(w.first_plane) and w.last_plane.max == 4 and w.last_plane.value == 4
+    w.image.value = flat
+    assert all(hidden(c) for c in stack_only) and hidden(w.first_plane)
+
+
+def test_a_plane_range_fits_only_those_planes_and_leaves_the_others_empty(qtbot, viewer):
+    from napari_dip.widgets import DenoiseWidget
+
+    layer, data = stack_layer(viewer, planes=4)
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=4, preview_every=1)
+    w.plane_mode.value = "range"
+    w.first_plane.value, w.last_plane.value = 2, 3
+    seen: set[int] = set()
+    out = start_and_wait(qtbot, w, FIT_TIMEOUT, during=lambda u: seen.add(u.plane))
+    assert seen == {1, 2}
+    assert np.isfinite(out.data[1:3]).all() and np.isnan(out.data[[0, 3]]).all()
+    meta = out.metadata["napari_dip"]
+    assert meta["planes_selected"] == [1, 2] and meta["planes_fitted"] == [1, 2]
+    assert meta["planes_not_fitted"] == [0, 3] and meta["history"][0] is None
+    assert "Kept 2 of 4 planes (2-3)" in w.status.value
+    assert layer.data.tobytes() == data.tobytes()
+
+
+def test_current_plane_fits_the_plane_the_viewer_shows(qtbot, viewer):
+    from napari_dip.widgets import DenoiseWidget
+
+    layer, _ = stack_layer(viewer, planes=4)
+    viewer.dims.set_current_step(0, 2)
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=3, preview_every=1)
+    w.plane_mode.value = "current"
+    out = start_and_wait(qtbot, w, FIT_TIMEOUT)
+    meta = out.metadata["napari_dip"]
+    assert meta["planes_fitted"] == [2] and np.isnan(out.data[[0, 1, 3]]).all()
+    assert np.isfinite(out.data[2]).all()
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_the_viewer_follows_the_plane_being_fitted(qtbot, viewer, follow):
+    from napari_dip.widgets import DenoiseWidget
+
+    layer, _ = stack_layer(viewer, planes=3)
+    viewer.dims.set_current_step(0, 2)
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=3, preview_every=1, follow=follow)
+    shown: list[tuple[int, int]] = []
+    start_and_wait(qtbot, w, FIT_TIMEOUT,
+                   during=lambda u: shown.append((u.plane, int(viewer.dims.current_step[0]))))
+    steps = {plane: step for plane, step in shown}
+    if follow:
+        assert steps == {0: 0, 1: 1, 2: 2}
+    else:
+        assert set(steps.values()) == {2}  # the user's view stays where it was
+
+
+def test_cancel_right_after_plane_one_keeps_exactly_the_finished_planes(qtbot, viewer):
+    from napari_dip.widgets import DenoiseWidget
+
+    layer, _ = stack_layer(viewer, planes=3)
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=20, preview_every=1)
+
+    def during(u):
+        if u.plane == 1 and u.snapshot.iteration >= 2:
+            w.cancel_button.native.click()
+
+    out = start_and_wait(qtbot, w, FIT_TIMEOUT, during=during)
+    assert np.isfinite(out.data[0]).all() and np.abs(out.data[0]).max() > 0
+    assert np.isnan(out.data[1:]).all()  # plane 2's few-iteration estimate is not presented as done
+    meta = out.metadata["napari_dip"]
+    assert meta["state"] == "cancelled" and meta["planes_in_layer"] == [0] and meta["planes_done"] == 1
+    assert meta["partial_plane"] == 1 and not meta["partial_kept"]
+    assert "1 of 3 planes" in w.status.value and "of plane 2" in w.status.value
+    assert "left out" in w.status.value
+    assert w.slices.value == 1
+    # the user may still keep it: it is added, flagged
+    assert not w.keep_partial_button.native.isHidden()
+    w.keep_partial_button.native.click()
+    assert np.isfinite(out.data[1]).all() and np.isnan(out.data[2]).all()
+    assert out.name.endswith("(not converged)") and out.metadata["napari_dip"]["planes_in_layer"] == [0, 1]
+    assert w.keep_partial_button.native.isHidden()
+
+
+def test_stop_after_this_plane_finishes_it_and_stops(qtbot, viewer):
+    from napari_dip.widgets import DenoiseWidget
+
+    layer, _ = stack_layer(viewer, planes=3)
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=15, preview_every=1)
+
+    def during(u):
+        if u.plane == 0 and u.snapshot.iteration >= 3 and w.stop_after_plane_button.enabled:
+            w.stop_after_plane_button.native.click()
+
+    out = start_and_wait(qtbot, w, FIT_TIMEOUT, during=during)
+    meta = out.metadata["napari_dip"]
+    assert meta["state"] == "stopped_after_plane" and meta["planes_fitted"] == [0]
+    assert meta["planes"][0]["iterations"] == 15  # plane 1 ran to its end
+    assert np.isfinite(out.data[0]).all() and np.isnan(out.data[1:]).all()
+    assert "stopped after plane 1 as asked" in w.status.value and "1 of 3 planes" in w.status.value
+
+
+# -- honest end states -----------------------------------------------------------------------
+def test_the_stopping_rule_and_its_iteration_are_stated(qtbot, viewer):
+    from napari_dip.widgets import DenoiseWidget
+
+    _clean, noisy = noisy_cells((24, 32), photons=5, seed=0)
+    layer = viewer.add_image(noisy, name="cells")
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=3000, auto_stop=True, preview_every=0)
+    w.overrides = {"stop_patience": 10, "min_iterations": 10, "stop_every": 5, "ema": 0.9}
+    out = start_and_wait(qtbot, w, FIT_TIMEOUT)
+    record = out.metadata["napari_dip"]["planes"][0]
+    assert record["ending"] == "rule" and record["rule"] == "holdout" and record["iterations"] < 3000
+    assert (f"Stopped by the hold-out rule at iteration {record['iterations']}; estimate from iteration "
+            f"{record['best_iteration']}") in w.status.value
+
+
+def test_reaching_the_cap_says_so(qtbot, viewer, notes):
+    from napari_dip.widgets import DenoiseWidget
+
+    layer = viewer.add_image(noisy_cells((24, 32), photons=20, seed=0)[1], name="cells")
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=25, auto_stop=True, preview_every=0)
+    out = start_and_wait(qtbot, w, FIT_TIMEOUT)
+    assert out.metadata["napari_dip"]["planes"][0]["ending"] == "cap"
+    expected = "Reached the cap of 25 iterations before the hold-out rule fired: consider raising 'max iterations'"
+    assert expected in w.status.value
+    assert [s for s, m in notes if expected in m] == [str(NotificationSeverity.WARNING)]
+
+
+def test_an_early_cancel_is_flagged_not_converged_and_can_be_discarded(qtbot, viewer, notes):
+    from napari_dip.widgets import DenoiseWidget
+
+    layer = viewer.add_image(noisy_cells((64, 64), photons=20, seed=0)[1], name="cells")
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=100_000, preview_every=1)
+
+    def during(u):
+        if u.snapshot.iteration >= 3:
+            w.cancel_button.native.click()
+
+    out = start_and_wait(qtbot, w, FIT_TIMEOUT, during=during)
+    assert out is not None and out.name == "cells denoised (not converged)"
+    meta = out.metadata["napari_dip"]
+    assert meta["state"] == "cancelled" and meta["planes_not_converged"] == [0]
+    evidence = meta["planes"][0]["evidence"]
+    assert evidence["unexplained"] > 0.3 and not evidence["converged"]
+    assert "NOT converged" in w.status.value and "cancelled at iteration" in w.status.value
+    assert any("NOT converged" in m for _s, m in notes)
+    assert not w.discard_button.native.isHidden()
+    w.discard_button.native.click()
+    assert out not in viewer.layers and w.output_layer is None and w.discard_button.native.isHidden()
+
+
+def test_a_cancel_after_convergence_keeps_the_estimate_unflagged(qtbot, viewer):
+    from napari_dip.widgets import DenoiseWidget
+
+    layer = viewer.add_image(noisy_cells((24, 32), photons=20, seed=0)[1], name="cells")
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=100_000, preview_every=0)
+
+    def during(u):
+        if u.snapshot.iteration >= 300:
+            w.cancel_button.native.click()
+
+    out = start_and_wait(qtbot, w, FIT_TIMEOUT, during=during)
+    assert out.name == "cells denoised" and out.metadata["napari_dip"]["planes_not_converged"] == []
+    assert "is kept: close to converged" in w.status.value
+    assert w.discard_button.native.isHidden()
+
+
+# -- notifications, plot, time ---------------------------------------------------------------
+def test_a_tiled_fit_notifies_once_and_plots_each_tile_apart(qtbot, viewer, notes):
+    from napari_dip.widgets import DenoiseWidget
+
+    layer = viewer.add_image(noisy_cells((64, 64), photons=20, seed=0)[1], name="cells")
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=12, preview_every=4)
+    w.overrides = {"tile": 48}  # 4 tiles of 48 px
+    w.plot_section.expand(animate=False)
+    titles: list[str] = []
+    firsts: list[int] = []
+
+    def during(u):
+        if not titles or titles[-1] != w.plot.title:
+            titles.append(w.plot.title)
+            firsts.append(w.plot.iterations[0] if w.plot.iterations else 0)
+
+    out = start_and_wait(qtbot, w, FIT_TIMEOUT, during=during)
+    assert titles == [f"tile {k}/4" for k in range(1, 5)]
+    assert set(firsts) == {1} and max(w.plot.iterations) == 12 and len(w.plot.iterations) == 12
+    tiling = [m for _s, m in notes if "tiles" in m]
+    assert len(tiling) == 1 and "4 overlapping tiles of 48x48" in tiling[0]
+    assert len(notes) == 2  # the tiling and the end, nothing per iteration
+    assert np.isfinite(out.data).all()
+
+
+def test_roll_backs_are_notified_without_flooding(qtbot, viewer, notes):
+    from napari_dip.widgets import DenoiseWidget
+
+    layer = viewer.add_image(noisy_cells((24, 32), photons=20, seed=0)[1], name="cells")
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=60, preview_every=0)
+    w.overrides = {"rollback_factor": 1.0, "checkpoint_every": 1}  # any rise of the loss rolls back
+    w.notify_interval = 3600.0
+    out = start_and_wait(qtbot, w, FIT_TIMEOUT)
+    rollbacks = out.metadata["napari_dip"]["planes"][0]["rollbacks"]
+    warned = [m for _s, m in notes if "loss blew up" in m]
+    assert rollbacks >= 2 and len(warned) == 1, (rollbacks, warned)
+
+
+def test_the_status_gives_a_time_estimate_that_is_refined(qtbot, viewer):
+    from napari_dip.widgets import DenoiseWidget
+
+    layer, _ = stack_layer(viewer, planes=3)
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=40, auto_stop=True, preview_every=0)
+    w.overrides = {"stop_patience": 10, "min_iterations": 10}
+    texts: list[str] = []
+    start_and_wait(qtbot, w, FIT_TIMEOUT, during=lambda u: texts.append(w.status.value))
+    timed = [t for t in texts if "s/it" in t or "it/s" in t]
+    assert timed, texts
+    # before any plane has ended only the cap bounds the time; afterwards the planes that ended do
+    assert any("at most" in t and "the run at most" in t for t in timed if "plane 1/3" in t)
+    assert any("the run ~" in t for t in timed if "plane 3/3" in t), timed
+
+
+def test_progress_shows_in_the_activity_panel(qtbot, viewer):
+    from napari.utils import progress
+
+    from napari_dip.widgets import DenoiseWidget
+
+    layer = viewer.add_image(noisy_cells((24, 32), photons=20, seed=0)[1], name="cells")
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=30, preview_every=0)
+    seen: list[tuple[str, int, int]] = []
+
+    def during(u):
+        seen.extend((p.desc, p.n, p.total) for p in list(progress._all_instances) if "Denoising" in p.desc)
+
+    start_and_wait(qtbot, w, FIT_TIMEOUT, during=during)
+    assert seen and all(total == 30 for _d, _n, total in seen)
+    assert max(n for _d, n, _t in seen) > 0
+    assert not [p for p in progress._all_instances if "Denoising" in p.desc]  # closed at the end
+
+
+def test_plot_draws_only_when_shown_and_follows_the_theme(qtbot, viewer):
+    from napari.utils.theme import get_theme
+
+    from napari_dip.widgets import DenoiseWidget
+
+    layer = viewer.add_image(noisy_cells((24, 32), photons=20, seed=0)[1], name="cells")
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=40, preview_every=0)
+    w.plot.min_interval = 0.0
+    draws = w.plot.draws
+    start_and_wait(qtbot, w, FIT_TIMEOUT)
+    assert w.plot.draws == draws  # collapsed: nothing drawn
+    w.plot_section.expand(animate=False)
+    qtbot.waitUntil(lambda: w.plot.draws > draws, timeout=5_000)  # what it missed, drawn on expanding
+    start_and_wait(qtbot, w, FIT_TIMEOUT)
+    assert w.plot.draws > draws + 1
+    for theme in ("dark", "light"):
+        viewer.theme = theme
+        background = get_theme(theme).background.as_hex()
+        assert w.plot.figure.get_facecolor()[:3] == pytest.approx(
+            tuple(int(background[i:i + 2], 16) / 255 for i in (1, 3, 5)), abs=1e-3)
+
+
+# -- responsiveness --------------------------------------------------------------------------
+def test_the_event_loop_stays_responsive_during_a_fit(qtbot, make_napari_viewer):
+    """A 10 ms heartbeat timer during a real fit that previews every iteration, in a shown window;
+    the longest gap between beats is the longest freeze. Prints the figure; asserts a generous bound."""
+    from qtpy.QtCore import QTimer
+
+    from napari_dip.widgets import DenoiseWidget
+
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.add_image(noisy_cells((64, 64), photons=20, seed=0)[1], name="cells")
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=150, preview_every=1)
+    w.plot_section.expand(animate=False)
+    gaps: list[float] = []
+    last = [time.perf_counter()]
+
+    def beat():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(beat)
+    updates: list[float] = []
+    timer.start()
+    start = time.perf_counter()
+    start_and_wait(qtbot, w, FIT_TIMEOUT, during=lambda u: updates.append(time.perf_counter()))
+    seconds = time.perf_counter() - start
+    timer.stop()
+    stall = max(gaps[1:])
+    print(f"\nlongest event-loop stall {stall * 1000:.0f} ms (p99 {np.percentile(gaps[1:], 99) * 1000:.0f} ms) "
+          f"over {seconds:.1f} s, {len(updates)} updates for 150 iterations")
+    # measured: 0.25-0.6 s on 2 shared cores at a load average of 5; 2.2 s while three other test and
+    # screenshot jobs ran beside it (the old widget: up to 11 s); the bound only catches real freezes
+    assert stall < 3.0, f"the event loop froze for {stall:.2f} s"
+    assert len(updates) <= 10 * seconds + 10  # throttled: about 10 a second plus events
 
 
 # -- cancel and close --------------------------------------------------------------------------
@@ -178,33 +502,48 @@ def long_stack_run(viewer, widget_cls=None):
     return w, worker, layer, data
 
 
-def test_cancel_stops_within_one_iteration_and_keeps_the_best_estimate(qtbot, viewer):
+def test_cancel_stops_within_one_iteration(qtbot, viewer):
     w, worker, layer, data = long_stack_run(viewer)
     job = w.job
     qtbot.waitUntil(lambda: w.progress.value >= 6, timeout=FIT_TIMEOUT)
-    at_cancel = job.current.iteration
-    w.cancel_button.clicked.emit()  # like a click; the button's signal is connected to cancel()
-    qtbot.waitUntil(lambda: not w.running, timeout=10_000)
-    assert not worker.is_running
+    with qtbot.waitSignal(w.run_finished, timeout=30_000):
+        at_cancel = job.current.iteration
+        w.cancel_button.native.click()
+    assert not worker.is_running or qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000) is None
     assert job.current.iteration - at_cancel <= 1
     out = w.output_layer
     assert out is not None and out in viewer.layers and out.data.shape == data.shape
-    assert np.isfinite(out.data).all()
-    assert np.abs(out.data[0]).max() > 0  # the plane being fitted: its best estimate so far
-    assert not out.data[1:].any()  # planes never reached are 0
+    assert np.isfinite(out.data[0]).all()  # the only estimate: kept, flagged
+    assert np.isnan(out.data[1:]).all()  # planes never reached are empty
     meta = out.metadata["napari_dip"]
-    assert meta["cancelled"] and meta["planes_done"] == 1
-    assert "cancelled" in w.status.value
+    assert meta["cancelled"] and meta["planes_done"] == 1 and meta["planes_fitted"] == []
+    assert "cancelled at iteration" in w.status.value
     assert w.run_button.enabled and not w.cancel_button.enabled
+
+
+def test_quitting_the_worker_from_a_script_keeps_the_finished_planes(qtbot, viewer):
+    from napari_dip.widgets import DenoiseWidget
+
+    layer, _ = stack_layer(viewer, planes=3)
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=8, preview_every=1)
+
+    def during(u):
+        if u.plane == 1:
+            w.worker.quit()  # napari's own stop, as a script might call it
+
+    out = start_and_wait(qtbot, w, FIT_TIMEOUT, during=during)
+    assert out is not None and out.metadata["napari_dip"]["state"] == "cancelled"
+    assert out.metadata["napari_dip"]["planes_fitted"] == [0]
+    assert np.isfinite(out.data[0]).all() and np.isnan(out.data[1:]).all()
 
 
 def test_removing_the_dock_widget_stops_the_worker(qtbot, viewer):
     w, worker, _layer, _data = long_stack_run(viewer)
     qtbot.waitUntil(lambda: w.progress.value >= 2, timeout=FIT_TIMEOUT)
-    viewer.window.remove_dock_widget(w.native)
+    with qtbot.waitSignal(w.run_finished, timeout=30_000):
+        viewer.window.remove_dock_widget(w.native)
     qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
-    # the widget hears of the end through the worker's finished signal, in the event loop
-    qtbot.waitUntil(lambda: not w.running, timeout=10_000)
+    assert not w.running
 
 
 def test_closing_the_viewer_stops_the_worker(qtbot, make_napari_viewer):
@@ -218,9 +557,13 @@ def test_closing_the_viewer_stops_the_worker(qtbot, make_napari_viewer):
 def test_removing_the_output_layer_cancels_the_run(qtbot, viewer):
     w, worker, _layer, _data = long_stack_run(viewer)
     qtbot.waitUntil(lambda: w.progress.value >= 2, timeout=FIT_TIMEOUT)
-    viewer.layers.remove(w.output_layer)
-    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
-    assert w.output_layer is None and len(viewer.layers) == 1
+    # wait for the widget's own end-of-run signal (delivered after the worker's finished signal
+    # reaches the GUI thread), not for the worker thread to stop
+    with qtbot.waitSignal(w.run_finished, timeout=30_000) as blocker:
+        viewer.layers.remove(w.output_layer)
+    assert blocker.args == [None]
+    assert w.output_layer is None and len(viewer.layers) == 1 and not w.running
+    assert "output layer was removed" in w.status.value
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -229,8 +572,10 @@ def test_no_image_layer_is_a_notification(viewer, errors):
 
     w = DenoiseWidget(viewer)
     assert w.image.value is None
-    assert w.run() is None
+    w.run_button.native.click()
+    assert w.worker is None
     assert len(errors) == 1 and "no image layer selected" in errors[0]
+    assert "File > Open Sample > Deep Image Prior" in errors[0]
     assert "no image layer selected" in w.status.value
     assert len(viewer.layers) == 0 and w.run_button.enabled
 
@@ -252,7 +597,7 @@ def test_bad_masks_are_notifications(viewer, errors, mask_shape, fill, message):
         w.mask.value = viewer.add_labels(mask)
     n_layers = len(viewer.layers)
     assert w.run() is None
-    assert len(errors) == 1 and message in errors[0], errors
+    assert len(errors) == 1 and message in errors[0], list(errors)
     assert len(viewer.layers) == n_layers  # no output layer left behind
 
 
@@ -262,13 +607,17 @@ def test_errors_inside_the_worker_are_notifications(qtbot, viewer, errors, monke
 
     fit = importlib.import_module("napari_dip.core.fit")
 
-    layer = viewer.add_image(np.random.default_rng(0).random((24, 32)).astype(np.float32), name="img")
+    layer, _ = stack_layer(viewer, planes=2)
     original = fit.Fitter.steps
     failures = iter([fit.DIPMemoryError("out of memory on cuda: use the 'fast' preset"),
                      RuntimeError("CUDA error: an illegal memory access")])
+    calls = {"n": 0}
 
     def failing_steps(self):
+        calls["n"] += 1
         gen = original(self)
+        if calls["n"] % 2 == 1:  # the first plane of each run ends, the second fails
+            return (yield from gen)
         for _ in range(3):
             yield next(gen)
         raise next(failures)
@@ -276,10 +625,11 @@ def test_errors_inside_the_worker_are_notifications(qtbot, viewer, errors, monke
     monkeypatch.setattr(fit.Fitter, "steps", failing_steps)
     w = make_widget(DenoiseWidget, viewer, layer, iterations=20, preview_every=1)
     for expected in ("out of memory", "illegal memory access"):
-        out = run_to_end(qtbot, w)
-        assert errors and expected in errors[-1] and errors[-1].startswith("Denoising failed")
+        out = start_and_wait(qtbot, w, FIT_TIMEOUT)
+        assert errors and expected in errors[-1] and errors[-1].startswith("Denoising failed at iteration 3 of plane 2")
         assert "failed" in w.status.value and w.run_button.enabled
-        assert out is not None and np.abs(out.data).max() > 0  # the partial result is kept
+        assert out is not None and np.isfinite(out.data[0]).all()  # the finished plane is kept
+        assert out.metadata["napari_dip"]["state"] == "failed"
     assert len(errors) == 2
 
 
@@ -295,7 +645,7 @@ def test_bad_device_is_a_notification(viewer, errors):
     assert errors and "unknown setting" in errors[-1]
 
 
-# -- controls ---------------------------------------------------------------------------------
+# -- controls and layout ---------------------------------------------------------------------
 def test_controls_follow_layers_and_presets(viewer):
     from napari_dip.core.settings import PRESETS
     from napari_dip.widgets import InpaintWidget
@@ -322,8 +672,63 @@ def test_controls_follow_layers_and_presets(viewer):
     assert w.image.choices == (None,) and w.image.value is None
 
 
+def test_common_controls_on_top_and_the_rest_collapsed(viewer):
+    from napari_dip.widgets import DenoiseWidget, InpaintWidget, SuperResolveWidget
+
+    for cls, extra in ((DenoiseWidget, []), (InpaintWidget, ["mask"]), (SuperResolveWidget, ["factor"])):
+        w = cls(viewer)
+        for name in ["image", *extra, "iterations", "auto_stop", "preset"]:
+            assert w._common.native.isAncestorOf(getattr(w, name).native), name
+        advanced = ["device", "precision", "seed", "preview_every", "warm_start"] + (
+            ["kernel"] if cls is SuperResolveWidget else [])
+        for name in advanced:
+            assert w.advanced.native.isAncestorOf(getattr(w, name).native), name
+        assert not w.advanced_section.isExpanded() and not w.plot_section.isExpanded()
+        assert w.overrides == {} and callable(w.run) and callable(w.cancel) and w.output_layer is None
+
+
+def test_three_widgets_fit_a_1080_pixel_screen(qtbot, make_napari_viewer):
+    from napari_dip.widgets import DenoiseWidget, InpaintWidget, SuperResolveWidget
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((5, 64, 64), np.float32), name="stack")
+    viewer.add_labels(np.zeros((64, 64), np.uint8), name="mask")
+    widgets = [cls(viewer) for cls in (DenoiseWidget, InpaintWidget, SuperResolveWidget)]
+    for w in widgets:
+        viewer.window.add_dock_widget(w, area="right")
+    heights = [w.native.sizeHint().height() for w in widgets]
+    print(f"\nsize hints (stack chosen): {heights} px; window minimum "
+          f"{viewer.window._qt_window.minimumSizeHint().height()} px")
+    assert max(heights) < 400
+    assert viewer.window._qt_window.minimumSizeHint().height() <= 1000
+    for w in widgets:  # expanding everything scrolls instead of growing the window past the screen
+        w.plot_section.expand(animate=False)
+        w.advanced_section.expand(animate=False)
+    qtbot.waitUntil(lambda: all(w.native.sizeHint().height() > h + 100 for w, h in zip(widgets, heights)),
+                    timeout=5_000)
+    qtbot.wait(100)  # let the dock layout take the new sizes
+    assert viewer.window._qt_window.minimumSizeHint().height() <= 1000
+
+
+def test_base_class_takes_new_controls(viewer):
+    from magicgui.widgets import CheckBox, ComboBox
+
+    from napari_dip.widgets import DenoiseWidget
+
+    viewer.add_image(np.zeros((24, 32), np.float32))
+    w = DenoiseWidget(viewer)
+    noise = w.add_control(ComboBox(name="noise", label="noise", choices=["gaussian", "poisson"]), "common")
+    option = w.add_control(CheckBox(name="per_plane", text="per plane"), "advanced", stack_only=True)
+    assert w._common.native.isAncestorOf(noise.native) and w.advanced.native.isAncestorOf(option.native)
+    assert option.native.isHidden()  # a 2D image: stack-only controls hidden
+    with pytest.raises(ValueError, match="section"):
+        w.add_control(CheckBox(name="x"), "sidebar")
+
+
 # -- plugin ----------------------------------------------------------------------------------
-def test_manifest_widgets_and_sample_data(qtbot, viewer):
+def test_manifest_widgets_menus_and_sample_data(qtbot, viewer):
+    import npe2
+
     from napari_dip.widgets import DenoiseWidget, InpaintWidget, SuperResolveWidget
 
     for name, cls in (("Denoise", DenoiseWidget), ("Inpaint", InpaintWidget),
@@ -336,6 +741,10 @@ def test_manifest_widgets_and_sample_data(qtbot, viewer):
     assert kinds == {"damaged stack": "Image", "damage mask": "Labels", "noisy cells": "Image"}
     assert viewer.layers["damaged stack"].data.shape == viewer.layers["damage mask"].data.shape == (5, 96, 96)
     assert viewer.layers["noisy cells"].data.dtype == np.uint16
+    manifest = npe2.PluginManager.instance().get_manifest("napari-dip")
+    assert manifest.display_name == "Deep Image Prior"
+    in_menu = {item.command for item in manifest.contributions.menus["napari/layers/filter"]}
+    assert in_menu == {w.command for w in manifest.contributions.widgets}
 
 
 def test_npe2_validates_the_manifest():

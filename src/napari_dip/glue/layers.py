@@ -81,7 +81,7 @@ def read_image_layer(layer: Any) -> ImageInput:
         If no layer is given, or it is multiscale or not an image.
     """
     if layer is None:
-        raise ValueError("no image layer selected: open an image (or File > Open Sample > napari-dip) "
+        raise ValueError("no image layer selected: open an image (or File > Open Sample > Deep Image Prior) "
                          "and choose it in the 'image' box")
     if not hasattr(layer, "rgb") or not hasattr(layer, "contrast_limits"):
         raise ValueError(f"layer {getattr(layer, 'name', layer)!r} is not an Image layer")

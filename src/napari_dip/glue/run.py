@@ -17,6 +17,9 @@ from .layers import ImageInput
 
 __all__ = ["RunOptions", "build_restoration", "empty_output", "finished_output"]
 
+#: ``overrides`` keys passed to :class:`~napari_dip.core.restore.Restoration` rather than its settings.
+_RESTORATION_KEYS = ("tile", "tile_overlap", "max_memory")
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -49,8 +52,9 @@ class RunOptions:
     kernel : str
         Super-resolution downsampling kernel, ``'lanczos2'`` or ``'bicubic'``.
     overrides : dict, optional
-        Any other :class:`~napari_dip.core.settings.Settings` field (``lr``, ``ema``, ...), for
-        scripts.
+        Any other :class:`~napari_dip.core.settings.Settings` field (``lr``, ``ema``, ...), and the
+        :class:`~napari_dip.core.restore.Restoration` memory options ``tile``, ``tile_overlap`` and
+        ``max_memory`` (e.g. ``{"tile": 256}`` forces tiles of 256 pixels), for scripts.
     """
 
     iterations: int = 3000
@@ -83,13 +87,13 @@ def build_restoration(task: str, inp: ImageInput, options: RunOptions, mask: np.
 
     resolve_device(options.device)  # fail here, not in the worker, for a missing GPU
     overrides = dict(options.overrides or {})
+    kwargs: dict[str, Any] = {key: overrides.pop(key) for key in _RESTORATION_KEYS if key in overrides}
     if options.auto_stop:
         overrides["iterations"] = int(options.iterations)
         iterations: int | str = "auto"
     else:
         iterations = int(options.iterations)
     settings = get_settings(options.preset, task, **overrides)
-    kwargs: dict[str, Any] = {}
     if task == "inpaint":
         kwargs["mask"] = mask
     if task == "super_resolve":

@@ -1,8 +1,10 @@
 """Running a restoration in a napari thread worker.
 
-:func:`iterate_steps` is the generator the worker runs: it yields the core's snapshots one per
-iteration, so ``worker.quit()`` stops the fit at the next iteration (napari's generator workers
-check for an abort request at every yield), and it returns the output array.
+:func:`start_worker` runs a generator in a napari ``GeneratorWorker``: the widgets use
+:func:`napari_dip.glue.driver.drive` (throttled updates and an outcome); :func:`iterate_steps`, the
+default, yields the core's snapshots one per iteration, so ``worker.quit()`` stops the fit at the
+next iteration (napari's generator workers check for an abort request at every yield), and it
+returns the output array.
 
 superqt's generator workers *return* ``RuntimeError``s instead of emitting ``errored`` (they
 take them for a deleted worker); :func:`iterate_steps` re-raises them as :class:`RunError` so
@@ -43,8 +45,9 @@ def iterate_steps(job) -> Generator[Any, None, np.ndarray]:
         steps.close()
 
 
-def start_worker(job, *, connect: dict[str, Callable | list[Callable]] | None = None, start: bool = True):
-    """A napari ``GeneratorWorker`` running :func:`iterate_steps` on ``job``.
+def start_worker(job, *, connect: dict[str, Callable | list[Callable]] | None = None, start: bool = True,
+                 generator: Callable[..., Generator] | None = None, kwargs: dict[str, Any] | None = None):
+    """A napari ``GeneratorWorker`` running ``generator(job, **kwargs)`` (default :func:`iterate_steps`).
 
     Parameters
     ----------
@@ -54,10 +57,16 @@ def start_worker(job, *, connect: dict[str, Callable | list[Callable]] | None = 
         in the main thread: connect ``errored`` to report them.
     start : bool
         Start the thread now.
+    generator : callable, optional
+        The generator function, e.g. :func:`napari_dip.glue.driver.drive` (throttled updates and an
+        outcome) instead of one snapshot per iteration.
+    kwargs : dict, optional
+        Its keyword arguments after ``job``.
     """
     from napari.qt.threading import create_worker
 
-    worker = create_worker(iterate_steps, job, _start_thread=False, _ignore_errors=True)
+    worker = create_worker(generator or iterate_steps, job, _start_thread=False, _ignore_errors=True,
+                           **(kwargs or {}))
     for name, callbacks in (connect or {}).items():
         for cb in callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]:
             getattr(worker, name).connect(cb)

@@ -1,8 +1,10 @@
-"""The shared widget: controls, run/cancel, live preview, progress and error reporting.
+"""The shared widget: controls, run/cancel, live preview, progress, time estimate and honest results.
 
-:class:`RestorationWidget` is a magicgui :class:`~magicgui.widgets.Container`; the three task
-widgets in :mod:`napari_dip.widgets.tasks` add their own controls (mask, factor) to it. All
-the work happens in :mod:`napari_dip.glue`; this module only wires controls and signals.
+:class:`RestorationWidget` is a magicgui :class:`~magicgui.widgets.Container`; the task widgets
+in :mod:`napari_dip.widgets.tasks` add their own controls to it. The work happens in
+:mod:`napari_dip.glue` (the fit runs in a worker thread through
+:func:`napari_dip.glue.driver.drive`, which also builds the results); this module wires controls,
+shows updates and states how each run ended.
 """
 
 from __future__ import annotations
@@ -16,23 +18,32 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, ProgressBar, PushButton, SpinBox, Widget
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
+from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QWidget
 
 from ..core.devices import available_devices
-from ..core.layout import get_plane, put_plane
+from ..core.layout import infer_layout, put_plane
 from ..core.settings import PRESETS
 from ..glue import (
     ImageInput,
+    RunControl,
     RunOptions,
     build_restoration,
-    empty_output,
-    finished_output,
+    describe_outcome,
+    drive,
+    outcome_from_job,
     output_layer_kwargs,
+    progress_text,
     read_image_layer,
+    run_record,
     start_worker,
 )
 from .plot import FitPlot
 
 __all__ = ["RestorationWidget"]
+
+#: Suffix of an output layer that holds an estimate the engine's evidence says is not converged.
+NOT_CONVERGED = " (not converged)"
 
 
 def _default_preset() -> str:
@@ -40,8 +51,162 @@ def _default_preset() -> str:
     return "paper" if any(d not in ("auto", "cpu") for d in available_devices()) else "fast"
 
 
+class _ScrollArea(QScrollArea):
+    """A vertical scroll area whose size hint is its content's (Qt caps a scroll area's at 24 text
+    lines) and whose minimum height is at most :attr:`min_height`: a widget with its sections
+    collapsed never scrolls, an expanded one scrolls when the screen is full, and three widgets
+    docked together fit a 1080-pixel screen."""
+
+    min_height = 290
+
+    def __init__(self, content: QWidget):
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        self.setWidget(content)
+        content.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the content grew or shrank: let the dock re-read the size hint
+        return super().eventFilter(watched, event)
+
+    def _full_height(self) -> int:
+        content = self.widget()
+        width = self.width() - 2 * self.frameWidth()  # the viewport's width without a scroll bar
+        # at the width it has: wrapped text (the status) takes more lines in a narrow dock
+        height = content.heightForWidth(width) if content.hasHeightForWidth() and width > 0 else -1
+        # never below the content's minimum (the scroll area does not shrink it further)
+        height = max(height, content.minimumSizeHint().height())
+        if height <= 0:
+            height = content.sizeHint().height()
+        # plus the frame the style draws (napari's stylesheet gives scroll areas one, even frameless)
+        return height + 2 * self.frameWidth()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        if event.oldSize().width() != event.size().width():
+            self.updateGeometry()  # another width, another wrapped height
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return QSize(self.widget().sizeHint().width() + self.verticalScrollBar().sizeHint().width(),
+                     self._full_height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return QSize(self.widget().minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width(),
+                     min(self._full_height(), self.min_height))
+
+
+def _collapsible(title: str, content: Widget, expanded: bool) -> tuple[Container, Any]:
+    """A magicgui box holding a superqt collapsible section with ``content`` in it."""
+    from superqt import QCollapsible
+
+    box = Container(labels=False, name=f"{title.lower()}_box")
+    box.margins = (0, 0, 0, 0)
+    section = QCollapsible(title)
+    section.setDuration(0)  # no animation: it would repaint the dock for a quarter of a second
+    section.layout().setContentsMargins(0, 0, 0, 0)
+    section.addWidget(content.native)
+    if expanded:
+        section.expand(animate=False)
+    box.native.layout().addWidget(section)
+    return box, section
+
+
+class _ActivityProgress:
+    """The run in napari's activity panel (``napari.utils.progress``); its cancel button cancels.
+
+    napari's activity bar calls ``QApplication.processEvents()`` on every change of its value or
+    description, so changes made inside a signal handler would re-enter the handler. Changes are
+    therefore applied from a zero-delay timer (outside any handler), never re-entrantly, and only
+    the latest one counts.
+    """
+
+    def __init__(self, desc: str, total: int, on_cancel):
+        from napari.utils import cancelable_progress
+
+        widget = self
+
+        class _Progress(cancelable_progress):
+            def cancel(self) -> None:  # the activity panel's cancel button
+                super().cancel()
+                widget.on_cancel()
+
+        self.on_cancel = on_cancel
+        self.bar = _Progress(total=max(int(total), 1), desc=desc)
+        self._n = 0
+        self._pending: tuple[int, int, str] | None = None
+        self._scheduled = self._busy = self._closed = False
+
+    def show(self, n: int, total: int, desc: str) -> None:
+        """Show ``n`` of ``total`` and ``desc`` soon (the latest call wins)."""
+        self._pending = (n, total, desc)
+        if not self._scheduled and not self._closed:
+            self._scheduled = True
+            QTimer.singleShot(0, self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._closed or self._busy or self._pending is None:
+            return
+        n, total, desc = self._pending
+        self._pending = None
+        self._busy = True
+        try:
+            bar = self.bar
+            if total != bar.total:
+                bar.total = max(int(total), 1)
+            n = max(0, min(int(n), bar.total))
+            if n != self._n:
+                bar.update(n - self._n)
+                self._n = n
+            if desc != bar.desc:
+                bar.set_description(desc)
+        finally:
+            self._busy = False
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._busy:  # inside one of the bar's own processEvents calls: close it afterwards
+            QTimer.singleShot(0, self.bar.close)
+        else:
+            self.bar.close()
+
+
 class RestorationWidget(Container):
     """Base of the task widgets (not a napari widget by itself).
+
+    The controls are in three places: the **common** section on top (``image``, the task's
+    own essentials such as ``mask`` or ``factor``, the iteration cap with ``auto_stop``,
+    ``preset``, and for stacks the plane choice), the Run / Cancel / Stop-after-plane buttons,
+    and a collapsed **Advanced** section (``device``, ``precision``, ``seed``, ``preview_every``,
+    ``warm_start``, and the task's fine controls such as ``kernel``). Progress bars, a two-line
+    status (where the fit is, and the time left) and a collapsible live plot follow.
+
+    Adding a control (subclasses, or code that extends a widget after building it)::
+
+        class MyWidget(RestorationWidget):
+            def _task_controls(self):               # common section, after `image`
+                self.noise = ComboBox(name="noise", label="noise", choices=["gaussian", "poisson"])
+                return [self.noise]
+
+            def _advanced_task_controls(self):      # Advanced section, at its end
+                self.weights = ComboBox(name="weights", label="weights", choices=["none"])
+                return [self.weights]
+
+            def _task_options(self):                # what the controls mean for the run
+                return {**super()._task_options(), "noise": self.noise.value}
+
+    or, after ``__init__``, ``self.add_control(widget, section="common" | "advanced",
+    stack_only=False)``. Controls marked ``stack_only`` are hidden while the chosen image is a
+    single plane. ``_task_options`` must return keyword arguments of
+    :class:`~napari_dip.glue.RunOptions`; anything else the engine understands can go through
+    ``overrides``.
 
     Parameters
     ----------
@@ -52,19 +217,29 @@ class RestorationWidget(Container):
     ----------
     image, iterations, auto_stop, preset, device, precision, seed, preview_every, warm_start
         The controls (magicgui widgets; set ``.value`` to script them).
-    run_button, cancel_button : PushButton
+    plane_mode, first_plane, last_plane, follow
+        Stacks only: which planes to fit (``'all'``, ``'current'``: the plane the viewer shows, or
+        ``'range'``: ``first_plane`` to ``last_plane``, numbered from 1), and whether the viewer
+        moves to each plane as its fit starts.
+    run_button, cancel_button, stop_after_plane_button : PushButton
+    discard_button, keep_partial_button : PushButton
+        Shown after a run that left an estimate the engine's evidence says is not converged:
+        remove the output layer / add a cancelled plane's partial estimate to it.
     progress, slices : ProgressBar
-        Iterations of the plane being fitted, and planes done (stacks only).
+        Iterations of the fit in progress, and planes done (stacks only).
     status : Label
-        The last event (running, done, cancelled, or the error).
+        Where the fit is and the time left, then how the run ended (or the error).
     plot : FitPlot
-        Live loss and stop-signal curves.
+        Live loss and stop-signal curves of the fit in progress.
     overrides : dict
-        Extra core settings for scripts (e.g. ``{"lr": 0.005}``); empty by default.
+        Extra core settings for scripts (e.g. ``{"lr": 0.005}``, or ``{"tile": 256}`` to force
+        tiles); empty by default.
     worker : GeneratorWorker or None
         The running (or last) worker.
     output_layer : napari.layers.Image or None
         The output layer of the running (or last) run.
+    outcome : RunOutcome or None
+        How the last run ended (:class:`napari_dip.glue.driver.RunOutcome`).
     run_finished : Signal
         Emitted with the output layer (None if nothing was kept) when a run ends for any reason.
     """
@@ -72,8 +247,12 @@ class RestorationWidget(Container):
     task: ClassVar[str] = "denoise"
     title: ClassVar[str] = "Denoising"
     run_finished = Signal(object)
-    #: Seconds between two updates of the progress bars and status line while a fit runs.
-    ui_interval: ClassVar[float] = 0.05
+    #: Least seconds between two updates of the progress, status and layer while a fit runs.
+    ui_interval: ClassVar[float] = 0.1
+    #: Least seconds between two redraws of the output layer by previews.
+    layer_interval: ClassVar[float] = 0.25
+    #: Least seconds between two roll-back notifications (the others are counted in the status).
+    notify_interval: ClassVar[float] = 5.0
 
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=False)
@@ -81,24 +260,54 @@ class RestorationWidget(Container):
         self.overrides: dict[str, Any] = {}
         self.worker = None
         self.output_layer = None
+        self.outcome = None
         self.job = None
         self._run: dict[str, Any] | None = None
         self._destroyed = False
+        self._n_planes = 1
+        self._stack_only: list[Widget] = []
         preset = _default_preset()
         self._iterations_default = PRESETS[preset][self.task].iterations
 
+        # -- common controls
         self.image = ComboBox(name="image", label="image", choices=self._image_choices, nullable=True,
                               tooltip="Image layer to restore (never modified; the result goes to a new layer)")
         self.iterations = SpinBox(name="iterations", label="max iterations", value=self._iterations_default,
                                   min=1, max=1_000_000, step=100,
-                                  tooltip="Iterations per plane (the cap when stopping automatically)")
-        self.auto_stop = CheckBox(name="auto_stop", label="auto stop", value=True,
+                                  tooltip="Iterations per plane: the cap when stopping automatically, else the "
+                                          "exact count")
+        self.auto_stop = CheckBox(name="auto_stop", text="auto stop", value=True,
                                   tooltip="Stop each plane once its best iteration has passed (hold-out "
-                                          "validation; the noise-level discrepancy for spatially correlated noise) and keep the "
-                                          "estimate from that iteration; off: run exactly 'iterations' iterations")
+                                          "validation; the noise-level discrepancy for spatially correlated noise) "
+                                          "and keep the estimate from that iteration; off: run exactly "
+                                          "'iterations' iterations")
+        self._stop_row = stop_row = Container(name="stop_row", label="iterations", layout="horizontal", labels=False,
+                             widgets=[self.iterations, self.auto_stop])
         self.preset = ComboBox(name="preset", label="preset", choices=list(PRESETS), value=preset,
                                tooltip="'paper': the reference networks (best, slow on a CPU); "
                                        "'fast': a light network for CPUs")
+        self.plane_mode = ComboBox(name="plane_mode", label="planes", value="all",
+                                   choices=[("all planes", "all"), ("current plane", "current"),
+                                            ("range", "range")],
+                                   tooltip="Stacks: fit every plane, only the plane the viewer shows, or a range; "
+                                           "planes not fitted stay empty (the input shows through)")
+        self.first_plane = SpinBox(name="first_plane", label="from", value=1, min=1, max=1, visible=False,
+                                   tooltip="First plane of the range (numbered from 1)")
+        self.last_plane = SpinBox(name="last_plane", label="to", value=1, min=1, max=1, visible=False,
+                                  tooltip="Last plane of the range (numbered from 1)")
+        plane_row = Container(name="plane_row", label="planes", layout="horizontal", labels=False,
+                              widgets=[self.plane_mode, self.first_plane, self.last_plane])
+        self.follow = CheckBox(name="follow", text="follow the plane being fitted", value=True,
+                               tooltip="Move the viewer to each plane when its fit starts")
+        self._stack_only += [plane_row, self.follow]
+        for row in (stop_row, plane_row):
+            row.margins = (0, 0, 0, 0)
+        self._common = Container(name="controls", labels=True,
+                                 widgets=[self.image, *self._task_controls(), stop_row, self.preset, plane_row,
+                                          self.follow])
+        self._common.margins = (0, 0, 0, 0)
+
+        # -- advanced controls
         self.device = ComboBox(name="device", label="device", choices=available_devices(), value="auto",
                                tooltip="Where to fit: 'auto' picks a GPU if there is one")
         self.precision = ComboBox(name="precision", label="precision", choices=["auto", "fp32", "bf16"],
@@ -109,50 +318,107 @@ class RestorationWidget(Container):
                             tooltip="Random seed: the same seed gives the same result on a CPU")
         self.preview_every = SpinBox(name="preview_every", label="preview every", value=25, min=0, max=100_000,
                                      tooltip="Update the output layer every this many iterations "
-                                             "(0: only when a plane is done)")
-        self.warm_start = CheckBox(name="warm_start", label="warm start", value=False,
+                                             "(0: only when a plane is done); at most 4 redraws a second")
+        self.warm_start = CheckBox(name="warm_start", text="warm start", value=False,
                                    tooltip="Stacks: start each plane from the previous plane's network "
                                            "(faster convergence on smooth stacks)")
-        self.run_button = PushButton(name="run_button", text=f"Run {self.title.lower()}")
-        self.cancel_button = PushButton(name="cancel_button", text="Cancel", enabled=False)
-        buttons = Container(name="buttons", widgets=[self.run_button, self.cancel_button], layout="horizontal",
-                            labels=False)
-        self.progress = ProgressBar(name="progress", label="iteration", value=0, min=0, max=1)
-        self.slices = ProgressBar(name="slices", label="planes", value=0, min=0, max=1, visible=False)
-        self.status = Label(name="status", value="")
-        self.plot = FitPlot(name="plot")
+        self._stack_only.append(self.warm_start)
+        self.advanced = Container(name="advanced", labels=True,
+                                  widgets=[self.device, self.precision, self.seed, self.preview_every,
+                                           self.warm_start, *self._advanced_task_controls()])
+        advanced_box, self.advanced_section = _collapsible("Advanced", self.advanced, expanded=False)
 
-        controls: list[Widget] = [self.image, *self._task_controls(), self.iterations, self.auto_stop,
-                                  self.preset, self.device, self.precision, self.seed, self.preview_every,
-                                  self.warm_start]
+        # -- run, progress, results
+        self.run_button = PushButton(name="run_button", text=f"Run {self.title.lower()}")
+        self.cancel_button = PushButton(name="cancel_button", text="Cancel", enabled=False,
+                                        tooltip="Stop after the iteration in progress")
+        self.stop_after_plane_button = PushButton(name="stop_after_plane_button", text="Stop after plane",
+                                                  enabled=False,
+                                                  tooltip="Finish the plane in progress, then stop")
+        self._stack_only.append(self.stop_after_plane_button)
+        buttons = Container(name="buttons", layout="horizontal", labels=False,
+                            widgets=[self.run_button, self.cancel_button, self.stop_after_plane_button])
+        self.progress = ProgressBar(name="progress", label="iteration", value=0, min=0, max=1, visible=False)
+        self.slices = ProgressBar(name="slices", label="planes", value=0, min=0, max=1, visible=False)
         bars = Container(name="bars", widgets=[self.progress, self.slices], labels=True)
-        for box in (buttons, bars):
+        self.status = Label(name="status", value="", visible=False)
+        self.status.native.setWordWrap(True)
+        self.discard_button = PushButton(name="discard_button", text="Discard result", visible=False,
+                                         tooltip="Remove the output layer (its estimate is not converged)")
+        self.keep_partial_button = PushButton(name="keep_partial_button", text="Keep partial plane",
+                                              visible=False,
+                                              tooltip="Add the cancelled plane's estimate so far to the output layer, "
+                                                      "marked as not converged")
+        results = Container(name="results", layout="horizontal", labels=False,
+                            widgets=[self.discard_button, self.keep_partial_button])
+        self.plot = FitPlot(name="plot")
+        plot_box, self.plot_section = _collapsible("Plot", self.plot, expanded=False)
+        self.plot.is_open = self.plot_section.isExpanded  # a collapsed plot is not redrawn
+        for box in (buttons, bars, results, self.plot):
             box.margins = (0, 0, 0, 0)
         for bar in (self.progress, self.slices):
             bar.native.setFormat("%v / %m")
-        self.status.native.setWordWrap(True)
-        # the controls are attributes of this widget (w.image, w.iterations, ...), laid out in a
-        # labelled box; buttons, progress, status and plot go below without labels
-        self.extend([Container(name="controls", widgets=controls, labels=True), buttons, bars, self.status,
-                     self.plot])
+            bar.native.setMaximumHeight(18)
+        # everything in a scroll area that asks for its full height but can shrink: three widgets
+        # docked together fit a 1080-pixel screen whatever is expanded
+        self._body = Container(name="body", labels=False,
+                               widgets=[self._common, buttons, bars, self.status, results, advanced_box, plot_box])
+        self._body.native.layout().addStretch(1)  # rows stay together at the top when the dock is taller
+        self._scroll = _ScrollArea(self._body.native)
+        self.margins = (0, 0, 0, 0)
+        self.native.layout().addWidget(self._scroll)
 
+        # -- signals
         self.run_button.changed.connect(self._on_run_clicked)
         self.cancel_button.changed.connect(self.cancel)
+        self.stop_after_plane_button.changed.connect(self.stop_after_plane)
+        self.discard_button.changed.connect(self.discard)
+        self.keep_partial_button.changed.connect(self.keep_partial)
         self.auto_stop.changed.connect(self._on_auto_stop)
         self.preset.changed.connect(self._on_preset)
+        self.image.changed.connect(self._on_image_changed)
+        self.plane_mode.changed.connect(self._on_plane_mode)
+        self.first_plane.changed.connect(self._on_range)
+        self.last_plane.changed.connect(self._on_range)
+        self.plot_section.toggled.connect(self._on_plot_toggled)
         layers = viewer.layers.events
         for event in (layers.inserted, layers.removed, layers.moved, layers.changed):
             event.connect(self._refresh_choices)
         layers.removed.connect(self._on_layer_removed)
+        if hasattr(viewer.events, "theme"):
+            viewer.events.theme.connect(self._apply_theme)
         self.native_parent_changed.connect(self._on_parent_changed)
         self.native.destroyed.connect(self._on_destroyed)
+        self._apply_theme()
+        self._on_auto_stop(self.auto_stop.value)
         self._select_active_layer()
+        self._on_image_changed(self.image.value)
 
-    # -- controls -----------------------------------------------------------------------------
+    # -- extending ----------------------------------------------------------------------------
     def _task_controls(self) -> list[Widget]:
-        """Extra controls of a task, placed after ``image`` (none for denoising)."""
+        """Controls of a task in the common section, after ``image`` (none for denoising)."""
         return []
 
+    def _advanced_task_controls(self) -> list[Widget]:
+        """Controls of a task at the end of the Advanced section (none for denoising)."""
+        return []
+
+    def add_control(self, widget: Widget, section: str = "advanced", stack_only: bool = False,
+                    index: int | None = None) -> Widget:
+        """Add ``widget`` to the ``'common'`` or ``'advanced'`` section (at ``index``, default the end).
+
+        ``stack_only`` hides it while the chosen image is a single plane. Returns ``widget``.
+        """
+        box = {"common": self._common, "advanced": self.advanced}.get(section)
+        if box is None:
+            raise ValueError(f"section must be 'common' or 'advanced', got {section!r}")
+        box.insert(len(box) if index is None else index, widget)
+        if stack_only:
+            self._stack_only.append(widget)
+            widget.visible = self._n_planes > 1
+        return widget
+
+    # -- controls -----------------------------------------------------------------------------
     def _layers_of(self, kind: type) -> list[tuple[str, Any]]:
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kind)]
 
@@ -162,7 +428,8 @@ class RestorationWidget(Container):
     def _refresh_choices(self, _event: Any = None) -> None:
         if self._destroyed:
             return
-        self.reset_choices()
+        self._body.reset_choices()
+        self.advanced.reset_choices()
         self._select_active_layer()
 
     def _layer_pickers(self) -> list[tuple[ComboBox, type]]:
@@ -182,13 +449,66 @@ class RestorationWidget(Container):
                 box.value = candidates[-1]
 
     def _on_auto_stop(self, value: bool) -> None:
-        self.iterations.label = "max iterations" if value else "iterations"
+        self.iterations.label = self._stop_row.label = "max iterations" if value else "iterations"
 
     def _on_preset(self, preset: str) -> None:
         new_default = PRESETS[preset][self.task].iterations
         if self.iterations.value == self._iterations_default:  # the user kept the default: follow it
             self.iterations.value = new_default
         self._iterations_default = new_default
+
+    def _layer_planes(self, layer: Any) -> int:
+        """How many planes the core fits for ``layer`` (1 for a 2D or RGB image)."""
+        if layer is None or getattr(layer, "multiscale", False):
+            return 1
+        try:
+            return infer_layout(tuple(layer.data.shape), None, bool(getattr(layer, "rgb", False))).n_slices
+        except (ValueError, TypeError):
+            return 1
+
+    def _on_image_changed(self, layer: Any = None) -> None:
+        n = self._layer_planes(layer)
+        self._n_planes = n
+        for spin in (self.first_plane, self.last_plane):
+            spin.max = max(n, 1)
+        if self.last_plane.value == 1 or self.last_plane.value > n:
+            self.last_plane.value = n
+        for widget in self._stack_only:
+            widget.visible = n > 1
+        self._on_plane_mode(self.plane_mode.value)
+        if not self.running:
+            self.slices.visible = False
+
+    def _on_plane_mode(self, mode: str) -> None:
+        show = mode == "range" and self._n_planes > 1
+        self.first_plane.visible = self.last_plane.visible = show
+
+    def _on_range(self, _value: Any = None) -> None:
+        if self.first_plane.value > self.last_plane.value:
+            self.last_plane.value = self.first_plane.value
+
+    def _on_plot_toggled(self, expanded: bool) -> None:
+        if expanded:  # draw what came while it was collapsed (once the canvas is shown)
+            QTimer.singleShot(0, self.plot.redraw_if_stale)
+
+    def _apply_theme(self, _event: Any = None) -> None:
+        """Draw the plot in the viewer's theme colours."""
+        try:
+            from napari.utils.theme import get_theme
+
+            theme = get_theme(getattr(self._viewer, "theme", "dark"))
+        except Exception:  # noqa: BLE001 - an unknown theme: keep the defaults
+            return
+
+        def hex_of(name: str, default: str) -> str:
+            value = getattr(theme, name, None)
+            return value.as_hex() if hasattr(value, "as_hex") else str(value or default)
+
+        dark = getattr(theme, "type", "dark") == "dark"
+        self.plot.set_colors({"background": hex_of("background", "#23242b"), "text": hex_of("text", "#f0f1f2"),
+                              "grid": hex_of("secondary", "#565f6c"),
+                              "loss": "#6cb6ff" if dark else "#1f5fbf", "signal": "#f5a623" if dark else "#c4600a",
+                              "stop": "#7ed957" if dark else "#2e8b2e"})
 
     def options(self) -> RunOptions:
         """The controls' values as :class:`~napari_dip.glue.RunOptions`."""
@@ -204,6 +524,51 @@ class RestorationWidget(Container):
 
     def _read_mask(self) -> np.ndarray | None:
         return None
+
+    def selected_planes(self, n_slices: int | None = None) -> list[int] | None:
+        """Stack indices the plane controls select (None: all planes).
+
+        Raises
+        ------
+        ValueError
+            For a range outside the stack.
+        """
+        n = self._n_planes if n_slices is None else n_slices
+        mode = self.plane_mode.value
+        if n <= 1 or mode == "all":
+            return None
+        if mode == "current":
+            return [self._current_plane(n)]
+        first, last = int(self.first_plane.value), int(self.last_plane.value)
+        if not 1 <= first <= last <= n:
+            raise ValueError(f"the plane range {first}-{last} is outside the stack's planes 1-{n}")
+        return list(range(first - 1, last))
+
+    def _stack_shape(self) -> tuple[int, ...]:
+        layer = self.image.value
+        return infer_layout(tuple(layer.data.shape), None, bool(layer.rgb)).stack_shape
+
+    def _current_plane(self, n: int) -> int:
+        """The stack index of the plane the viewer shows for the chosen image."""
+        layer = self.image.value
+        shape = self._stack_shape()
+        coords = np.asarray(layer.world_to_data(self._viewer.dims.point), dtype=float)[:len(shape)]
+        index = tuple(int(np.clip(round(c), 0, s - 1)) for c, s in zip(coords, shape))
+        return int(np.ravel_multi_index(index, shape)) if shape else 0
+
+    def _show_plane(self, s: int) -> None:
+        """Move the viewer to stack index ``s`` of the run's input."""
+        layer = self._run["inp_layer"] if self._run else None
+        if layer is None or layer not in self._viewer.layers:
+            return
+        shape = self._run["stack_shape"]
+        index = np.unravel_index(s, shape)
+        coords = np.zeros(layer.ndim)
+        coords[:len(shape)] = index
+        world = np.asarray(layer.data_to_world(coords), dtype=float)
+        offset = self._viewer.dims.ndim - layer.ndim
+        for i in range(len(shape)):
+            self._viewer.dims.set_point(offset + i, float(world[i]))
 
     # -- running ------------------------------------------------------------------------------
     @property
@@ -228,38 +593,74 @@ class RestorationWidget(Container):
             return None
         try:
             inp = read_image_layer(self.image.value)
-            job = build_restoration(self.task, inp, self.options(), self._read_mask())
+            options = self.options()
+            job = build_restoration(self.task, inp, options, self._read_mask())
+            planes = self.selected_planes(job.n_slices)
         except (ValueError, TypeError, RuntimeError, MemoryError) as err:
             self._report_error(f"{self.title}: {err}")
             return None
-        layer = self._viewer.add_image(empty_output(job), **output_layer_kwargs(inp, self.task, job.factor))
-        self._start(job, inp, layer)
+        self._hide_result_actions()
+        kwargs = output_layer_kwargs(inp, self.task, job.factor)
+        # NaN is drawn transparent: the input shows through until a plane has its first preview
+        layer = self._viewer.add_image(np.full(job.output.shape, np.nan, dtype=np.float32), **kwargs)
+        self._start(job, inp, layer, options, planes)
         return self.worker
 
-    def _start(self, job, inp: ImageInput, layer) -> None:
-        self.job, self.output_layer = job, layer
-        self._run = {"inp": inp, "layer": layer, "options": self.options(), "cancelled": False, "error": None, "output": None,
-                     "slice": -1, "layer_removed": False, "start": time.monotonic(), "shown": 0.0}
-        self.progress.max, self.progress.value = 1, 0
-        self.slices.max, self.slices.value = job.n_slices, 0
+    def _start(self, job, inp: ImageInput, layer, options: RunOptions, planes: list[int] | None) -> None:
+        self.job, self.output_layer, self.outcome = job, layer, None
+        control = RunControl()
+        n_run = job.n_slices if planes is None else len(planes)
+        cap = int(job.settings.iterations if job.iterations == "auto" else job.iterations)
+        self._run = {"inp": inp, "inp_layer": self.image.value, "layer": layer, "options": options,
+                     "control": control, "cap": cap, "auto": job.iterations == "auto", "n_run": n_run,
+                     "stack_shape": job.layout.stack_shape, "outcome": None, "error": None,
+                     "selected": list(range(job.n_slices)) if planes is None else list(planes),
+                     "layer_removed": False, "start": time.monotonic(), "fit": 0, "plane": -1,
+                     "last_refresh": 0.0, "last_notice": -np.inf, "silenced": 0, "rollbacks": 0,
+                     "records": []}
+        self.progress.max, self.progress.value = cap, 0
+        self.progress.visible = True
+        self.slices.max, self.slices.value = n_run, 0
         self.slices.visible = job.n_slices > 1
         self.plot.reset()
-        self._set_status(f"{self.title} {inp.name!r}: starting ...")
+        where = f" (planes {planes[0] + 1}-{planes[-1] + 1})" if planes and len(planes) > 1 else (
+            f" (plane {planes[0] + 1})" if planes else "")
+        self._set_status(f"{self.title} {inp.name!r}{where}: starting ...")
         self.run_button.enabled, self.cancel_button.enabled = False, True
-        self.worker = start_worker(job, connect={
-            "yielded": self._on_snapshot, "returned": self._on_returned, "errored": self._on_errored,
-            "aborted": self._on_aborted, "finished": self._on_finished})
+        self.stop_after_plane_button.enabled = job.n_slices > 1 and n_run > 1
+        if job.tile_side is not None:
+            tiles = len(job.regions())
+            h, w = job.layout.plane_shape
+            show_info(f"{self.title} {inp.name!r}: a {h}x{w} plane is too large for the memory available at once, "
+                      f"so each plane is fitted in {tiles} overlapping tiles of {job.tile_side}x{job.tile_side} "
+                      f"pixels, blended without seams")
+        total = cap if n_run == 1 else n_run
+        self._activity = _ActivityProgress(f"{self.title} {inp.name!r}", total, self.cancel)
+        if planes is None and job.n_slices > 1 and self.follow.value:
+            self._show_plane(0)
+        self.worker = start_worker(job, generator=drive, kwargs={"control": control, "planes": planes,
+                                                                   "interval": self.ui_interval},
+                                   connect={"yielded": self._on_update, "returned": self._on_returned,
+                                            "errored": self._on_errored, "finished": self._on_finished})
 
     def cancel(self, _value: Any = None) -> None:
-        """Stop the fit after the current iteration; the best estimate so far is kept."""
-        if self._run is not None and self.worker is not None:
-            self._run["cancelled"] = True
+        """Stop the fit after the current iteration; what is kept is stated when it ends."""
+        if self._run is not None:
+            self._run["control"].cancel()
             self._set_status(f"{self.title}: cancelling ...")
-            self.worker.quit()
+
+    def stop_after_plane(self, _value: Any = None) -> None:
+        """Finish the plane in progress, then stop (stacks)."""
+        if self._run is not None:
+            self._run["control"].stop_after_plane()
+            self.stop_after_plane_button.enabled = False
+            self._set_status(f"{self.title}: stopping after this plane ...")
 
     def _on_destroyed(self, *_args: Any) -> None:
         """The Qt widget is gone (viewer closed): stop the fit and touch no Qt widget again."""
         self._destroyed = True
+        if self._run is not None:
+            self._run["control"].cancel()
         if self.worker is not None:
             self.worker.quit()
 
@@ -276,130 +677,202 @@ class RestorationWidget(Container):
         if self._run is not None and event.value is self._run["layer"]:
             self._run["layer_removed"] = True
             self.cancel()
+        elif self._run is None and event.value is self.output_layer:
+            self.output_layer = None
+            self._hide_result_actions()
 
     def _layer_alive(self) -> bool:
         run = self._run
         return run is not None and not run["layer_removed"] and run["layer"] in self._viewer.layers
 
     # -- worker signals (main thread) ---------------------------------------------------------
-    def _on_snapshot(self, snap) -> None:
-        run, job = self._run, self.job
+    def _on_update(self, u) -> None:
+        """One throttled update from :func:`~napari_dip.glue.driver.drive`."""
+        run = self._run
         if run is None or self._destroyed:
             return
-        if snap.slice_index != run["slice"]:
-            self._copy_done_planes(run["slice"])
-            run["slice"] = snap.slice_index
-            self.plot.reset(f"plane {snap.slice_index + 1}/{snap.n_slices}" if snap.n_slices > 1 else "")
-        self.plot.add(snap)
-        preview = snap.ema if snap.ema is not None else snap.image
-        if preview is not None and self._layer_alive():
-            layer = run["layer"]
-            put_plane(job.layout, layer.data, snap.slice_index, preview)
-            layer.refresh()
-        if snap.message:
-            show_info(f"{self.title}: {snap.message}")
+        snap = u.snapshot
+        if u.fit != run["fit"]:
+            run["fit"] = u.fit
+            title = ", ".join(([f"plane {u.plane + 1}"] if self.job.n_slices > 1 else [])
+                              + ([f"tile {u.tile}/{u.tiles}"] if u.tiles > 1 else []))
+            self.plot.reset(title)
+            self.progress.max = snap.total
+            if u.plane != run["plane"]:
+                run["plane"] = u.plane
+                if self.follow.value and self.job.n_slices > 1:
+                    self._show_plane(u.plane)
+        self.plot.extend(u.losses, u.signals, snap.best_iteration, force=snap.stopped or snap.iteration >= snap.total)
+        run["records"].extend(u.records)
+        changed = False
+        if self._layer_alive():
+            data = run["layer"].data
+            for s, image in u.done:
+                put_plane(self.job.layout, data, s, image)
+                changed = True
+            if u.preview is not None and not self.job.done[u.plane]:
+                put_plane(self.job.layout, data, u.plane, u.preview)
+                changed = True
+        if changed:
+            self._refresh_layer(force=bool(u.done))
+        for message in u.events:
+            self._notify_event(message)
+        self.progress.value = min(snap.iteration, self.progress.max)
+        self.slices.value = u.planes_done
+        text = progress_text(u, run["auto"])
+        if run["silenced"]:
+            text += f" ({run['rollbacks']} roll-backs so far)"
+        self._set_status(text)
+        n_run = run["n_run"]
+        desc = f"{self.title} {run['inp'].name!r}" + (f": plane {u.plane_number}/{n_run}" if n_run > 1 else "")
+        self._activity.show(snap.iteration if n_run == 1 else u.planes_done, snap.total if n_run == 1 else n_run,
+                            desc)
+
+    def _refresh_layer(self, force: bool = False) -> None:
+        """Redraw the output layer now if due (or ``force``), else once the interval has passed."""
+        run = self._run
         now = time.monotonic()
-        if not (preview is not None or snap.stopped or snap.iteration >= snap.total
-                or now - run["shown"] >= self.ui_interval):
-            return  # fast fits yield hundreds of snapshots a second: refresh the text at most 20 times
-        run["shown"] = now
-        self.progress.max = snap.total
-        self.progress.value = snap.iteration
-        self.slices.value = snap.slice_index
-        elapsed = now - run["start"]
-        plane = f"plane {snap.slice_index + 1}/{snap.n_slices}, " if snap.n_slices > 1 else ""
-        self._set_status(f"{plane}iteration {snap.iteration}/{snap.total} ({elapsed:.0f} s)")
+        if force or now - run["last_refresh"] >= self.layer_interval:
+            run["last_refresh"] = now
+            run["layer"].refresh()
+        elif not run.get("refresh_pending"):
+            run["refresh_pending"] = True
+            delay = int(1000 * (self.layer_interval - (now - run["last_refresh"]))) + 1
 
-    def _copy_done_planes(self, s: int) -> None:
-        """Put plane ``s``'s kept estimate (not the last preview) into the output layer."""
-        job = self.job
-        if s >= 0 and job.done[s] and self._layer_alive():
-            layer = self._run["layer"]
-            put_plane(job.layout, layer.data, s, get_plane(job.layout, job.output, s))
-            layer.refresh()
+            def later(run=run) -> None:
+                run["refresh_pending"] = False
+                if self._run is run and self._layer_alive():
+                    run["last_refresh"] = time.monotonic()
+                    run["layer"].refresh()
 
-    def _on_returned(self, output) -> None:
+            QTimer.singleShot(delay, later)
+
+    def _notify_event(self, message: str) -> None:
+        """A roll-back: notify, at most one every ``notify_interval`` seconds (the rest are counted)."""
+        run = self._run
+        run["rollbacks"] += 1
+        now = time.monotonic()
+        if now - run["last_notice"] >= self.notify_interval:
+            run["last_notice"] = now
+            show_warning(f"{self.title}: {message}")
+        else:
+            run["silenced"] += 1
+
+    def _on_returned(self, outcome) -> None:
         if self._run is not None:
-            self._run["output"] = output
+            self._run["outcome"] = outcome
 
     def _on_errored(self, err: BaseException) -> None:
         if self._run is not None:
             self._run["error"] = err
-
-    def _on_aborted(self) -> None:
-        if self._run is not None:
-            self._run["cancelled"] = True
 
     def _on_finished(self) -> None:
         run, job = self._run, self.job
         if run is None:
             return
         self._run = None
+        self._activity.close()
         if self._destroyed:  # the viewer was closed: nothing left to show the result in
             self.job, self.output_layer = None, None
             return
         self.run_button.enabled, self.cancel_button.enabled = True, False
-        if job.current is not None:  # stopped mid-plane: show where (updates are throttled)
-            self.progress.value = min(job.current.iteration, self.progress.max)
+        self.stop_after_plane_button.enabled = False
         layer = run["layer"]
         alive = not run["layer_removed"] and layer in self._viewer.layers
-        err, seconds = run["error"], time.monotonic() - run["start"]
-        if err is None and not run["cancelled"] and run["output"] is not None:
-            data, planes = run["output"], job.n_slices
-            self.slices.value = job.n_slices
-            self._set_status(f"{self.title} done in {seconds:.1f} s: layer {layer.name!r}")
-        elif not alive:  # nowhere to put a partial result
-            data, planes = None, 0
-            if err is not None:
-                self._report_error(f"{self.title} failed: {err}")
-            else:
-                self._set_status(f"{self.title} cancelled: the output layer was removed")
-        else:
-            try:
-                data, planes = finished_output(job, cancelled=True)
-            except Exception as lost:  # noqa: BLE001 - never leave the widget stuck in 'running'
-                data = np.nan_to_num(job.output, nan=0.0, posinf=0.0, neginf=0.0)  # finished planes only
-                planes = int(np.count_nonzero(job.done))
-                err = RuntimeError(f"{err or 'cancelled'}; the partial result could not be recovered "
-                                   f"({type(lost).__name__}: {lost})")
-            if err is not None:
-                self._report_error(f"{self.title} failed: {err}" + (
-                    f" (kept {planes} of {job.n_slices} planes)" if planes and alive else ""))
-            elif not alive:
-                self._set_status(f"{self.title} cancelled: the output layer was removed")
-            elif planes:
-                msg = (f"{self.title} cancelled after {seconds:.1f} s: kept the best estimate so far"
-                       + (f" ({planes} of {job.n_slices} planes; the others are 0)" if job.n_slices > 1 else ""))
-                self._set_status(msg)
-                show_info(msg)
-            else:
-                self._set_status(f"{self.title} cancelled before the first iteration: no output")
-        if alive:
-            if planes:
-                layer.data = data
-                layer.metadata["napari_dip"] = self._provenance(run, job, planes)
-            else:
+        outcome = run["outcome"]
+        if outcome is None and run["error"] is None:  # worker.quit(): the finished planes, no evidence
+            outcome = outcome_from_job(job, run["selected"], "cancelled", time.monotonic() - run["start"])
+        self.outcome = outcome
+        if outcome is None:  # the driver itself failed: say so, keep nothing unsure
+            err = run["error"] or RuntimeError("the run stopped without a result")
+            self._report_error(f"{self.title} failed: {err}")
+            if alive:
                 self._viewer.layers.remove(layer)
-                layer = None
-        else:
             layer = None
+        else:
+            self.slices.value = len(outcome.in_data)
+            partial = next((r for r in outcome.records if not r.finished), None)
+            if partial is not None:  # stopped mid-plane: show where (updates are throttled)
+                self.progress.value = min(partial.fit_iteration, self.progress.max)
+            keep = alive and bool(outcome.in_data)
+            if alive and not keep:
+                self._viewer.layers.remove(layer)
+            if keep:
+                layer.data = outcome.data
+                if outcome.not_converged:
+                    layer.name = layer.name + NOT_CONVERGED
+                layer.metadata["napari_dip"] = run_record(outcome, job.n_slices, self._provenance(run, job))
+            else:
+                layer = None
+            text, severity = describe_outcome(outcome, self.title, job.n_slices, run["cap"],
+                                              layer.name if layer is not None else None)
+            if not alive and outcome.state != "failed":
+                text = f"{self.title} cancelled: the output layer was removed."
+                severity = "info"
+            if severity == "error":
+                self._report_error(text)
+            else:
+                self._set_status(text, warn=severity == "warning")
+                (show_warning if severity == "warning" else show_info)(text)
+            if layer is not None:
+                self.discard_button.visible = bool(outcome.not_converged)
+                self.keep_partial_button.visible = outcome.partial is not None and not outcome.partial_kept
+                if outcome.partial is not None and not outcome.partial_kept:
+                    self.keep_partial_button.text = f"Keep plane {outcome.partial[0] + 1} anyway"
         self.plot.draw(force=True)
         self.job = None  # frees the network and its memory
         self.output_layer = layer
         self.run_finished.emit(layer)
 
-    def _provenance(self, run: dict[str, Any], job, planes: int) -> dict[str, Any]:
+    def _provenance(self, run: dict[str, Any], job) -> dict[str, Any]:
         opts = run["options"]
         return {"task": self.task, "source": run["inp"].name, "factor": job.factor,
                 "options": {k: getattr(opts, k) for k in opts.__dataclass_fields__},
-                "planes_done": planes, "cancelled": bool(run["cancelled"]), "history": job.history()}
+                "tile": job.tile_side, "history": job.history()}
+
+    # -- after a run --------------------------------------------------------------------------
+    def _hide_result_actions(self) -> None:
+        self.discard_button.visible = False
+        self.keep_partial_button.visible = False
+
+    def discard(self, _value: Any = None) -> None:
+        """Remove the last run's output layer (offered when its estimate is not converged)."""
+        layer = self.output_layer
+        self._hide_result_actions()
+        if layer is not None and layer in self._viewer.layers:
+            self._viewer.layers.remove(layer)
+            self._set_status(f"{self.title}: discarded {layer.name!r}.")
+        self.output_layer = None
+
+    def keep_partial(self, _value: Any = None) -> None:
+        """Put the cancelled plane's estimate so far into the last run's output layer, flagged."""
+        outcome, layer = self.outcome, self.output_layer
+        self.keep_partial_button.visible = False
+        if outcome is None or outcome.partial is None or layer is None or layer not in self._viewer.layers:
+            return
+        s, image = outcome.partial
+        layout = infer_layout(tuple(layer.data.shape), None, bool(layer.rgb))
+        put_plane(layout, layer.data, s, image)
+        outcome.partial_kept = True
+        record = layer.metadata.get("napari_dip", {})
+        record.update({"partial_kept": True, "planes_done": len(outcome.in_data),
+                       "planes_in_layer": outcome.in_data,
+                       "planes_not_fitted": [p for p in record.get("planes_not_fitted", []) if p != s],
+                       "planes_not_converged": outcome.not_converged})
+        if outcome.not_converged and not layer.name.endswith(NOT_CONVERGED):
+            layer.name = layer.name + NOT_CONVERGED
+        self.discard_button.visible = bool(outcome.not_converged)
+        layer.refresh()
+        self._set_status(f"{self.title}: added plane {s + 1}'s partial estimate to {layer.name!r}.", warn=True)
 
     # -- messages -----------------------------------------------------------------------------
-    def _set_status(self, text: str) -> None:
+    def _set_status(self, text: str, warn: bool = False) -> None:
         self.status.value = text
-        self.status.native.setStyleSheet("")
+        self.status.visible = bool(text)
+        self.status.native.setStyleSheet("color: #e3b617;" if warn else "")
 
     def _report_error(self, text: str) -> None:
         self.status.value = text
+        self.status.visible = True
         self.status.native.setStyleSheet("color: #e06060;")
         show_error(text)

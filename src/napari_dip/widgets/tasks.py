@@ -84,10 +84,13 @@ class SuperResolveWidget(RestorationWidget):
     def _task_controls(self) -> list[Widget]:
         self.factor = SpinBox(name="factor", label="factor", value=4, min=2, max=16,
                               tooltip="Upsampling factor of Y and X")
+        return [self.factor]
+
+    def _advanced_task_controls(self) -> list[Widget]:
         self.kernel = ComboBox(name="kernel", label="kernel", choices=["lanczos2", "bicubic"], value="lanczos2",
                                tooltip="How the camera is assumed to downsample: the kernel of the model "
                                        "that maps the estimate to the input")
-        return [self.factor, self.kernel]
+        return [self.kernel]
 
     def _task_options(self) -> dict[str, Any]:
         return {"factor": int(self.factor.value), "kernel": str(self.kernel.value)}
