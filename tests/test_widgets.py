@@ -760,3 +760,42 @@ def test_import_napari_dip_stays_light():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"import napari_dip loaded {result.stdout.strip()} {result.stderr}"
     assert time.monotonic() - start < 60
+
+
+# -- presets and starting weights ------------------------------------------------------------
+def test_presets_default_to_auto_and_list_only_what_applies(viewer):
+    from napari_dip.widgets import DenoiseWidget, InpaintWidget, SuperResolveWidget
+
+    for cls, has_pretrained in ((DenoiseWidget, True), (InpaintWidget, True), (SuperResolveWidget, False)):
+        w = cls(viewer)
+        choices = list(w.preset.choices)
+        assert w.preset.value == "auto" and choices[0] == "auto"
+        assert ("pretrained" in choices) is has_pretrained and w.weights.native.isHidden() is not has_pretrained
+        w.device.value = "cpu"
+        w.preset.value = "fast"  # the cap follows the preset while the user has not set one
+        assert w.iterations.value == 3000 if cls is not SuperResolveWidget else 2000
+        w.iterations.value = 777
+        w.preset.value = "paper"
+        assert w.iterations.value == 777
+
+
+def test_auto_on_a_cpu_fits_from_the_chosen_weights_and_records_them(qtbot, viewer, tmp_path):
+    from napari_dip.core.networks import build_network
+    from napari_dip.core.settings import get_settings
+    from napari_dip.core.weights import save_weights
+    from napari_dip.widgets import DenoiseWidget
+
+    s = get_settings("pretrained", "denoise")
+    path = save_weights(tmp_path / "mine.pt", build_network(s.network, 2, 1, **s.network_kwargs), network=s.network,
+                        network_kwargs=s.network_kwargs, in_channels=2, out_channels=1, input_kind="masked")
+    layer = viewer.add_image(noisy_cells((32, 32), seed=1)[1].astype(np.float32), name="cells")
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=3, preview_every=0, preset="auto")
+    w.weights.value = path
+    out = start_and_wait(qtbot, w, timeout=FIT_TIMEOUT)
+    meta = out.metadata["napari_dip"]
+    assert meta["preset"] == "pretrained"  # 'auto' on a CPU
+    assert meta["history"][0]["weights"] == str(path)
+    w.weights.value = None
+    w.preset.value = "fast"
+    out = start_and_wait(qtbot, w, timeout=FIT_TIMEOUT)
+    assert out.metadata["napari_dip"]["preset"] == "fast" and out.metadata["napari_dip"]["history"][0]["weights"] is None

@@ -59,7 +59,7 @@ class RunOptions:
 
     iterations: int = 3000
     auto_stop: bool = True
-    preset: str = "fast"
+    preset: str = "auto"
     device: str = "auto"
     seed: int = 0
     preview_every: int = 25
@@ -89,19 +89,20 @@ def build_restoration(task: str, inp: ImageInput, options: RunOptions, mask: np.
     overrides = dict(options.overrides or {})
     kwargs: dict[str, Any] = {key: overrides.pop(key) for key in _RESTORATION_KEYS if key in overrides}
     if options.auto_stop:
-        overrides["iterations"] = int(options.iterations)
+        kwargs["max_iterations"] = int(options.iterations)
         iterations: int | str = "auto"
     else:
         iterations = int(options.iterations)
-    settings = get_settings(options.preset, task, **overrides)
+    get_settings(options.preset, task, device=resolve_device(options.device), **overrides)  # fail here, not in the worker
     if task == "inpaint":
         kwargs["mask"] = mask
     if task == "super_resolve":
         kwargs["factor"] = options.factor
         kwargs["kernel"] = options.kernel
-    return Restoration(task, inp.data, iterations=iterations, preset=settings, device=options.device,
+    return Restoration(task, inp.data, iterations=iterations, preset=options.preset, device=options.device,
                        seed=int(options.seed), rgb=inp.rgb, preview_every=int(options.preview_every),
-                       warm_start=bool(options.warm_start), precision=str(options.precision), **kwargs)
+                       warm_start=bool(options.warm_start), precision=str(options.precision), **kwargs,
+                       **overrides)
 
 
 def empty_output(job) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import napari
 import napari.viewer
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, Label, ProgressBar, PushButton, SpinBox, Widget
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox, Widget
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
@@ -23,7 +23,7 @@ from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QWidget
 
 from ..core.devices import available_devices
 from ..core.layout import infer_layout, put_plane
-from ..core.settings import PRESETS
+from ..core.settings import get_settings, presets_for
 from ..glue import (
     ImageInput,
     RunControl,
@@ -46,9 +46,11 @@ __all__ = ["RestorationWidget"]
 NOT_CONVERGED = " (not converged)"
 
 
-def _default_preset() -> str:
-    """``'paper'`` where a GPU is available, ``'fast'`` on CPU-only machines."""
-    return "paper" if any(d not in ("auto", "cpu") for d in available_devices()) else "fast"
+def _device_kind(device: str) -> str:
+    """What ``device`` means for ``preset='auto'``: ``'auto'`` is a GPU where there is one."""
+    if device == "auto":
+        return next((d for d in available_devices() if d not in ("auto", "cpu")), "cpu")
+    return device
 
 
 class _ScrollArea(QScrollArea):
@@ -266,8 +268,8 @@ class RestorationWidget(Container):
         self._destroyed = False
         self._n_planes = 1
         self._stack_only: list[Widget] = []
-        preset = _default_preset()
-        self._iterations_default = PRESETS[preset][self.task].iterations
+        preset = "auto"
+        self._iterations_default = get_settings(preset, self.task, device=_device_kind("auto")).iterations
 
         # -- common controls
         self.image = ComboBox(name="image", label="image", choices=self._image_choices, nullable=True,
@@ -283,9 +285,12 @@ class RestorationWidget(Container):
                                           "'iterations' iterations")
         self._stop_row = stop_row = Container(name="stop_row", label="iterations", layout="horizontal", labels=False,
                              widgets=[self.iterations, self.auto_stop])
-        self.preset = ComboBox(name="preset", label="preset", choices=list(PRESETS), value=preset,
-                               tooltip="'paper': the reference networks (best, slow on a CPU); "
-                                       "'fast': a light network for CPUs")
+        self.preset = ComboBox(name="preset", label="preset", choices=list(presets_for(self.task)), value=preset,
+                               tooltip="'auto': 'paper' on a GPU; on a CPU 'pretrained' (denoise, inpaint) or "
+                                       "'fast' (super-resolve). 'pretrained': a light network started from "
+                                       "shipped weights, sees the image with hidden pixels (minutes on a CPU); "
+                                       "'fast': a light network from a random code; 'paper': the reference "
+                                       "networks (best on a GPU, slow on a CPU)")
         self.plane_mode = ComboBox(name="plane_mode", label="planes", value="all",
                                    choices=[("all planes", "all"), ("current plane", "current"),
                                             ("range", "range")],
@@ -323,9 +328,13 @@ class RestorationWidget(Container):
                                    tooltip="Stacks: start each plane from the previous plane's network "
                                            "(faster convergence on smooth stacks)")
         self._stack_only.append(self.warm_start)
+        self.weights = FileEdit(name="weights", label="weights", mode="r", filter="*.pt", nullable=True,
+                                tooltip="Starting weights from 'napari-dip pretrain' (a prior for your microscope); "
+                                        "empty: the preset's (the shipped weights for 'pretrained')")
+        self.weights.visible = "pretrained" in presets_for(self.task)
         self.advanced = Container(name="advanced", labels=True,
                                   widgets=[self.device, self.precision, self.seed, self.preview_every,
-                                           self.warm_start, *self._advanced_task_controls()])
+                                           self.warm_start, self.weights, *self._advanced_task_controls()])
         advanced_box, self.advanced_section = _collapsible("Advanced", self.advanced, expanded=False)
 
         # -- run, progress, results
@@ -376,6 +385,7 @@ class RestorationWidget(Container):
         self.keep_partial_button.changed.connect(self.keep_partial)
         self.auto_stop.changed.connect(self._on_auto_stop)
         self.preset.changed.connect(self._on_preset)
+        self.device.changed.connect(self._on_preset)
         self.image.changed.connect(self._on_image_changed)
         self.plane_mode.changed.connect(self._on_plane_mode)
         self.first_plane.changed.connect(self._on_range)
@@ -451,8 +461,10 @@ class RestorationWidget(Container):
     def _on_auto_stop(self, value: bool) -> None:
         self.iterations.label = self._stop_row.label = "max iterations" if value else "iterations"
 
-    def _on_preset(self, preset: str) -> None:
-        new_default = PRESETS[preset][self.task].iterations
+    def _on_preset(self, _value: Any = None) -> None:
+        """Follow the preset's iteration cap (``'auto'`` depends on the device) unless the user set one."""
+        new_default = get_settings(str(self.preset.value), self.task,
+                                   device=_device_kind(str(self.device.value))).iterations
         if self.iterations.value == self._iterations_default:  # the user kept the default: follow it
             self.iterations.value = new_default
         self._iterations_default = new_default
@@ -516,7 +528,8 @@ class RestorationWidget(Container):
                           preset=str(self.preset.value), device=str(self.device.value),
                           seed=int(self.seed.value), preview_every=int(self.preview_every.value),
                           warm_start=bool(self.warm_start.value), precision=str(self.precision.value),
-                          overrides=dict(self.overrides),
+                          overrides={**({"weights": str(self.weights.value)} if self.weights.value else {}),
+                                     **self.overrides},
                           **self._task_options())
 
     def _task_options(self) -> dict[str, Any]:
@@ -827,6 +840,7 @@ class RestorationWidget(Container):
     def _provenance(self, run: dict[str, Any], job) -> dict[str, Any]:
         opts = run["options"]
         return {"task": self.task, "source": run["inp"].name, "factor": job.factor,
+                "preset": job.resolved_preset,
                 "options": {k: getattr(opts, k) for k in opts.__dataclass_fields__},
                 "tile": job.tile_side, "history": job.history()}
 
