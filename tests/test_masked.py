@@ -12,7 +12,9 @@ from napari_dip.core.fit import Fitter, fit
 from napari_dip.core.masking import CORRELATED_NOISE_RATIO, WHITE_NOISE_RATIO, check_mask_ratio, hide
 from napari_dip.core.networks import DIPNet
 from napari_dip.core.operators import Downsampler, Mask
+from napari_dip.core.restore import Restoration
 from napari_dip.core.settings import get_settings, presets_for, resolve_preset
+from napari_dip.core.weights import builtin_path
 from napari_dip.samples import psnr
 
 MASKED = get_settings("pretrained", "denoise", weights=None)  # random start: no shipped file needed
@@ -142,6 +144,15 @@ def test_auto_preset_resolves_by_device_and_task():
     assert resolve_preset("auto", "denoise", "cuda:1") == "paper"
     assert resolve_preset("auto", "super_resolve", torch.device("mps")) == "paper"
     assert resolve_preset("fast", "denoise", "cuda") == "fast"
+    # the light masked net only where weights ship for the image's channel count
+    assert resolve_preset("auto", "denoise", "cpu", channels=1) == "pretrained"
+    assert resolve_preset("auto", "denoise", "cpu", channels=2) == "fast"  # no 2-channel weights
+    rgb = builtin_path(3) is not None and builtin_path(3).is_file()
+    assert resolve_preset("auto", "denoise", "cpu", channels=3) == ("pretrained" if rgb else "fast")
+    assert resolve_preset("auto", "denoise", "cuda", channels=2) == "paper"
+    job = Restoration("denoise", np.zeros((2, 16, 16), np.float32), channel_axis=0, device="cpu")
+    assert job.resolved_preset == "fast" and job.settings.input_kind == "noise"
+    assert Restoration("denoise", np.zeros((16, 16), np.float32), device="cpu").settings.input_kind == "masked"
     assert "pretrained" not in presets_for("super_resolve") and "pretrained" in presets_for("denoise")
     with pytest.raises(ValueError, match="no settings for 'super_resolve'"):
         get_settings("pretrained", "super_resolve")
