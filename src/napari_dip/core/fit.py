@@ -213,8 +213,9 @@ class Fitter:
         A fixed network input ``(1, in_channels, H, W)`` at the output size (e.g. the flash image
         of flash/no-flash) instead of the random code; it is reflect-padded like the output.
     precision : {'auto', 'fp32', 'bf16', 'fp16'}
-        ``'auto'``: bf16 autocast on CUDA, fp32 elsewhere. ``'bf16'`` on the CPU is an opt-in
-        autocast: on CPUs with AMX it ran 2.3x (``paper``) and 1.2x (``fast``) faster per
+        ``'auto'``: float32 everywhere, with TF32 convolutions and matrix products on CUDA (bf16
+        cost about 0.3 dB on the CPU and has not been measured equal on a GPU). ``'bf16'`` is an
+        opt-in autocast (CUDA and CPU): on CPUs with AMX it ran 2.3x (``paper``) and 1.2x (``fast``) faster per
         iteration, at 0.2-0.5 dB lower PSNR after equal iteration counts (docs/performance.md);
         on CPUs without native bf16 it is slower. ``'fp16'`` applies on CUDA only.
     sync_every : int, optional
@@ -265,12 +266,10 @@ class Fitter:
         if precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"unknown precision {precision!r}; use 'auto', 'fp32', 'bf16' or 'fp16'")
         self.amp_dtype = None
-        if cuda and precision in ("auto", "bf16"):
+        if precision == "bf16" and self.device.type in ("cuda", "cpu"):
             self.amp_dtype = torch.bfloat16
         elif cuda and precision == "fp16":
             self.amp_dtype = torch.float16
-        elif self.device.type == "cpu" and precision == "bf16":
-            self.amp_dtype = torch.bfloat16
 
         out_shape = self.operator.input_shape(self.target.shape)
         self.out_size = (int(out_shape[-2]), int(out_shape[-1]))
@@ -340,6 +339,9 @@ class Fitter:
             self.net = self.net.to(memory_format=torch.channels_last)
         if cuda:
             torch.backends.cudnn.benchmark = True
+            if precision == "auto":  # float32 storage, TF32 arithmetic in convolutions and matrix products
+                torch.backends.cudnn.allow_tf32 = True
+                torch.backends.cuda.matmul.allow_tf32 = True
         if self.masked:  # the input is built from the image every iteration (after the hold-out below)
             z = torch.zeros(1, 1, 1, 1)  # unused
             self._noise_shape = ()

@@ -317,7 +317,7 @@ class RestorationWidget(Container):
                                tooltip="Where to fit: 'auto' picks a GPU if there is one")
         self.precision = ComboBox(name="precision", label="precision", choices=["auto", "fp32", "bf16"],
                                   value="auto",
-                                  tooltip="'auto': bf16 on a GPU, fp32 on a CPU; 'bf16' on a CPU with AMX is "
+                                  tooltip="'auto': fp32 (TF32 arithmetic on a GPU); 'bf16' on a CPU with AMX is "
                                           "1.2-2.3x faster per iteration at slightly lower quality")
         self.seed = SpinBox(name="seed", label="seed", value=0, min=0, max=2**31 - 1,
                             tooltip="Random seed: the same seed gives the same result on a CPU")
