@@ -210,6 +210,16 @@ class RestorationWidget(Container):
     :class:`~napari_dip.glue.RunOptions`; anything else the engine understands can go through
     ``overrides``.
 
+    Widgets for other jobs (the paper's applications, :mod:`napari_dip.widgets.applications`)
+    replace what the run is made of, and keep everything else (worker, previews, cancel, records,
+    end states): :meth:`_preset_choices` and :meth:`_preset_iterations` (the preset box and the
+    iteration count it implies), :meth:`_read_input` (the input), :meth:`_build_job` (any job with
+    the run interface of :class:`~napari_dip.core.restore.Restoration`), :meth:`_output_kwargs`
+    (the output layer's name and placement), :meth:`_display_plane` and :meth:`_display_output`
+    (what the output layer shows of an estimate), :meth:`_finish_result` (measured figures, extra
+    layers) and :meth:`_follow_up` (a second run after the first, e.g. a baseline). The class
+    attributes :attr:`default_preset` and :attr:`convergence_evidence` switch the rest.
+
     Parameters
     ----------
     viewer : napari.viewer.Viewer
@@ -248,6 +258,11 @@ class RestorationWidget(Container):
 
     task: ClassVar[str] = "denoise"
     title: ClassVar[str] = "Denoising"
+    #: The preset the widget opens with.
+    default_preset: ClassVar[str] = "auto"
+    #: Measure how far each kept estimate is from converged and flag it (off for fits that stop early
+    #: by design, or that have no measurement to compare with).
+    convergence_evidence: ClassVar[bool] = True
     run_finished = Signal(object)
     #: Least seconds between two updates of the progress, status and layer while a fit runs.
     ui_interval: ClassVar[float] = 0.1
@@ -268,8 +283,8 @@ class RestorationWidget(Container):
         self._destroyed = False
         self._n_planes = 1
         self._stack_only: list[Widget] = []
-        preset = "auto"
-        self._iterations_default = get_settings(preset, self.task, device=_device_kind("auto")).iterations
+        preset = self.default_preset
+        self._iterations_default = self._preset_iterations(preset, _device_kind("auto"))
 
         # -- common controls
         self.image = ComboBox(name="image", label="image", choices=self._image_choices, nullable=True,
@@ -285,7 +300,7 @@ class RestorationWidget(Container):
                                           "'iterations' iterations")
         self._stop_row = stop_row = Container(name="stop_row", label="iterations", layout="horizontal", labels=False,
                              widgets=[self.iterations, self.auto_stop])
-        self.preset = ComboBox(name="preset", label="preset", choices=list(presets_for(self.task)), value=preset,
+        self.preset = ComboBox(name="preset", label="preset", choices=self._preset_choices(), value=preset,
                                tooltip="'auto': 'paper' on a GPU; on a CPU 'pretrained' (denoise, inpaint) or "
                                        "'fast' (super-resolve). 'pretrained': a light network started from "
                                        "shipped weights, sees the image with hidden pixels (minutes on a CPU); "
@@ -331,7 +346,7 @@ class RestorationWidget(Container):
         self.weights = FileEdit(name="weights", label="weights", mode="r", filter="*.pt", nullable=True,
                                 tooltip="Starting weights from 'napari-dip pretrain' (a prior for your microscope); "
                                         "empty: the preset's (the shipped weights for 'pretrained')")
-        self.weights.visible = "pretrained" in presets_for(self.task)
+        self.weights.visible = "pretrained" in self._preset_choices()
         self.advanced = Container(name="advanced", labels=True,
                                   widgets=[self.device, self.precision, self.seed, self.preview_every,
                                            self.warm_start, self.weights, *self._advanced_task_controls()])
@@ -405,6 +420,45 @@ class RestorationWidget(Container):
         self._on_image_changed(self.image.value)
 
     # -- extending ----------------------------------------------------------------------------
+    def _preset_choices(self) -> list[str]:
+        """The names the preset box offers (default: the core's presets for :attr:`task`)."""
+        return list(presets_for(self.task))
+
+    def _preset_iterations(self, preset: str, device: str) -> int:
+        """The iteration count (or cap) ``preset`` implies on ``device`` (``'cpu'``, ``'cuda'``, ...)."""
+        return get_settings(preset, self.task, device=device).iterations
+
+    def _read_input(self) -> ImageInput:
+        """The run's input, copied out of the chosen layer (raises ValueError with the reason)."""
+        return read_image_layer(self.image.value)
+
+    def _build_job(self, inp: ImageInput, options: RunOptions):
+        """The job to run: anything with the run interface of a
+        :class:`~napari_dip.core.restore.Restoration` (validated here, in the GUI thread)."""
+        return build_restoration(self.task, inp, options, self._read_mask())
+
+    def _output_kwargs(self, inp: ImageInput, job) -> dict[str, Any]:
+        """``viewer.add_image`` keywords of the output layer (name and placement)."""
+        return output_layer_kwargs(inp, self.task, job.factor)
+
+    def _display_plane(self, s: int, image: np.ndarray) -> np.ndarray:
+        """What the output layer shows for plane ``s``'s estimate ``image`` (``(H, W, C)``)."""
+        return image
+
+    def _display_output(self, outcome, job) -> np.ndarray:
+        """The output layer's data at the end of a run (default: the estimates, ``outcome.data``)."""
+        return outcome.data
+
+    def _finish_result(self, layer, outcome, job, inp: ImageInput) -> str:
+        """Called at the end of a run that kept ``layer``: add figures to its record, or other
+        layers; returns a sentence appended to the status ('' for none)."""
+        return ""
+
+    def _follow_up(self, outcome) -> bool:
+        """Called when a run finished: start another one and return True (``run_finished`` is then
+        emitted at the end of that one), or return False."""
+        return False
+
     def _task_controls(self) -> list[Widget]:
         """Controls of a task in the common section, after ``image`` (none for denoising)."""
         return []
@@ -463,8 +517,7 @@ class RestorationWidget(Container):
 
     def _on_preset(self, _value: Any = None) -> None:
         """Follow the preset's iteration cap (``'auto'`` depends on the device) unless the user set one."""
-        new_default = get_settings(str(self.preset.value), self.task,
-                                   device=_device_kind(str(self.device.value))).iterations
+        new_default = self._preset_iterations(str(self.preset.value), _device_kind(str(self.device.value)))
         if self.iterations.value == self._iterations_default:  # the user kept the default: follow it
             self.iterations.value = new_default
         self._iterations_default = new_default
@@ -586,7 +639,7 @@ class RestorationWidget(Container):
     # -- running ------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        """Whether a fit is in progress."""
+        """Whether a fit (or a stack job) is in progress."""
         return self._run is not None
 
     def _on_run_clicked(self, _value: Any = None) -> None:
@@ -605,15 +658,15 @@ class RestorationWidget(Container):
             show_warning(f"{self.title} is already running; cancel it first")
             return None
         try:
-            inp = read_image_layer(self.image.value)
+            inp = self._read_input()
             options = self.options()
-            job = build_restoration(self.task, inp, options, self._read_mask())
+            job = self._build_job(inp, options)
             planes = self.selected_planes(job.n_slices)
         except (ValueError, TypeError, RuntimeError, MemoryError) as err:
             self._report_error(f"{self.title}: {err}")
             return None
         self._hide_result_actions()
-        kwargs = output_layer_kwargs(inp, self.task, job.factor)
+        kwargs = self._output_kwargs(inp, job)
         # NaN is drawn transparent: the input shows through until a plane has its first preview
         layer = self._viewer.add_image(np.full(job.output.shape, np.nan, dtype=np.float32), **kwargs)
         self._start(job, inp, layer, options, planes)
@@ -652,7 +705,8 @@ class RestorationWidget(Container):
         if planes is None and job.n_slices > 1 and self.follow.value:
             self._show_plane(0)
         self.worker = start_worker(job, generator=drive, kwargs={"control": control, "planes": planes,
-                                                                   "interval": self.ui_interval},
+                                                                   "interval": self.ui_interval,
+                                                                   "evidence": self.convergence_evidence},
                                    connect={"yielded": self._on_update, "returned": self._on_returned,
                                             "errored": self._on_errored, "finished": self._on_finished})
 
@@ -721,10 +775,10 @@ class RestorationWidget(Container):
         if self._layer_alive():
             data = run["layer"].data
             for s, image in u.done:
-                put_plane(self.job.layout, data, s, image)
+                put_plane(self.job.layout, data, s, self._display_plane(s, image))
                 changed = True
             if u.preview is not None and not self.job.done[u.plane]:
-                put_plane(self.job.layout, data, u.plane, u.preview)
+                put_plane(self.job.layout, data, u.plane, self._display_plane(u.plane, u.preview))
                 changed = True
         if changed:
             self._refresh_layer(force=bool(u.done))
@@ -811,7 +865,7 @@ class RestorationWidget(Container):
             if alive and not keep:
                 self._viewer.layers.remove(layer)
             if keep:
-                layer.data = outcome.data
+                layer.data = self._display_output(outcome, job)
                 if outcome.not_converged:
                     layer.name = layer.name + NOT_CONVERGED
                 layer.metadata["napari_dip"] = run_record(outcome, job.n_slices, self._provenance(run, job))
@@ -819,6 +873,9 @@ class RestorationWidget(Container):
                 layer = None
             text, severity = describe_outcome(outcome, self.title, job.n_slices, run["cap"],
                                               layer.name if layer is not None else None)
+            note = self._finish_result(layer, outcome, job, run["inp"]) if layer is not None else ""
+            if note:
+                text = f"{text} {note}"
             if not alive and outcome.state != "failed":
                 text = f"{self.title} cancelled: the output layer was removed."
                 severity = "info"
@@ -835,6 +892,8 @@ class RestorationWidget(Container):
         self.plot.draw(force=True)
         self.job = None  # frees the network and its memory
         self.output_layer = layer
+        if outcome is not None and outcome.state == "finished" and self._follow_up(outcome):
+            return  # another run started: run_finished comes at its end
         self.run_finished.emit(layer)
 
     def _provenance(self, run: dict[str, Any], job) -> dict[str, Any]:
@@ -866,7 +925,7 @@ class RestorationWidget(Container):
             return
         s, image = outcome.partial
         layout = infer_layout(tuple(layer.data.shape), None, bool(layer.rgb))
-        put_plane(layout, layer.data, s, image)
+        put_plane(layout, layer.data, s, self._display_plane(s, image))
         outcome.partial_kept = True
         record = layer.metadata.get("napari_dip", {})
         record.update({"partial_kept": True, "planes_done": len(outcome.in_data),
