@@ -39,6 +39,7 @@ from ..glue import (
     start_worker,
 )
 from .plot import FitPlot
+from .stackjob import StackJobRunner
 
 __all__ = ["RestorationWidget"]
 
@@ -218,7 +219,8 @@ class RestorationWidget(Container):
     (the output layer's name and placement), :meth:`_display_plane` and :meth:`_display_output`
     (what the output layer shows of an estimate), :meth:`_finish_result` (measured figures, extra
     layers) and :meth:`_follow_up` (a second run after the first, e.g. a baseline). The class
-    attributes :attr:`default_preset` and :attr:`convergence_evidence` switch the rest.
+    attributes :attr:`default_preset`, :attr:`convergence_evidence` and :attr:`stack_jobs` switch
+    the rest.
 
     Parameters
     ----------
@@ -233,6 +235,11 @@ class RestorationWidget(Container):
         Stacks only: which planes to fit (``'all'``, ``'current'``: the plane the viewer shows, or
         ``'range'``: ``first_plane`` to ``last_plane``, numbered from 1), and whether the viewer
         moves to each plane as its fit starts.
+    scheduler, store
+        (Advanced; widgets with :attr:`stack_jobs`) a dask scheduler's address and an output
+        ``.zarr`` store: when either is set, Run starts a stack job
+        (:mod:`napari_dip.widgets.stackjob`): every plane not yet in the store is fitted, on the
+        cluster's workers when there is a scheduler, and lands in the output layer as it finishes.
     run_button, cancel_button, stop_after_plane_button : PushButton
     discard_button, keep_partial_button : PushButton
         Shown after a run that left an estimate the engine's evidence says is not converged:
@@ -263,6 +270,8 @@ class RestorationWidget(Container):
     #: Measure how far each kept estimate is from converged and flag it (off for fits that stop early
     #: by design, or that have no measurement to compare with).
     convergence_evidence: ClassVar[bool] = True
+    #: Offer stack jobs (an output ``.zarr`` store, a dask scheduler) in the Advanced section.
+    stack_jobs: ClassVar[bool] = True
     run_finished = Signal(object)
     #: Least seconds between two updates of the progress, status and layer while a fit runs.
     ui_interval: ClassVar[float] = 0.1
@@ -347,9 +356,13 @@ class RestorationWidget(Container):
                                 tooltip="Starting weights from 'napari-dip pretrain' (a prior for your microscope); "
                                         "empty: the preset's (the shipped weights for 'pretrained')")
         self.weights.visible = "pretrained" in self._preset_choices()
+        self._stack_runner = StackJobRunner(self) if self.stack_jobs else None
+        if self._stack_runner is not None:  # Advanced: an output .zarr store and a dask scheduler
+            self.scheduler, self.store = self._stack_runner.scheduler, self._stack_runner.store
         self.advanced = Container(name="advanced", labels=True,
                                   widgets=[self.device, self.precision, self.seed, self.preview_every,
-                                           self.warm_start, self.weights, *self._advanced_task_controls()])
+                                           self.warm_start, self.weights, *self._advanced_task_controls(),
+                                           *(self._stack_runner.controls() if self._stack_runner else [])])
         advanced_box, self.advanced_section = _collapsible("Advanced", self.advanced, expanded=False)
 
         # -- run, progress, results
@@ -640,7 +653,7 @@ class RestorationWidget(Container):
     @property
     def running(self) -> bool:
         """Whether a fit (or a stack job) is in progress."""
-        return self._run is not None
+        return self._run is not None or (self._stack_runner is not None and self._stack_runner.running)
 
     def _on_run_clicked(self, _value: Any = None) -> None:
         self.run()
@@ -657,6 +670,8 @@ class RestorationWidget(Container):
         if self.running:
             show_warning(f"{self.title} is already running; cancel it first")
             return None
+        if self._stack_runner is not None and self._stack_runner.requested:
+            return self._stack_runner.run()
         try:
             inp = self._read_input()
             options = self.options()
@@ -715,6 +730,8 @@ class RestorationWidget(Container):
         if self._run is not None:
             self._run["control"].cancel()
             self._set_status(f"{self.title}: cancelling ...")
+        elif self._stack_runner is not None and self._stack_runner.running:
+            self._stack_runner.cancel()
 
     def stop_after_plane(self, _value: Any = None) -> None:
         """Finish the plane in progress, then stop (stacks)."""
@@ -728,6 +745,8 @@ class RestorationWidget(Container):
         self._destroyed = True
         if self._run is not None:
             self._run["control"].cancel()
+        if self._stack_runner is not None:
+            self._stack_runner.cancel()
         if self.worker is not None:
             self.worker.quit()
 
@@ -741,6 +760,8 @@ class RestorationWidget(Container):
         super().close()
 
     def _on_layer_removed(self, event: Any) -> None:
+        if self._stack_runner is not None and self._stack_runner.layer_removed(event.value):
+            return
         if self._run is not None and event.value is self._run["layer"]:
             self._run["layer_removed"] = True
             self.cancel()
