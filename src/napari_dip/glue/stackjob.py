@@ -92,6 +92,7 @@ class StackUpdate:
     resumed : int
         Planes read back from the store (finished by an earlier run).
     event : PlaneDone or None
+        The plane that landed (with ``'plane'``), or the last one that did (with ``'tick'``).
     output : array or None
         With ``'ready'``: the output array (the store's read-only zarr array, or the in-memory
         numpy array the job fills); the GUI shows it and refreshes it as planes land.
@@ -300,6 +301,14 @@ def drive_stack(request: StackRequest, control: RunControl | None = None, interv
     pump.start()
     landed = fitted = 0
     cancelling = False
+    last = None
+
+    def left() -> float | None:
+        """Expected seconds left, from the rate planes were fitted at in this run (after two)."""
+        if fitted < 2:
+            return None
+        return max((clock() - ready) / fitted * (job.n_planes - landed), 0.0)
+
     try:
         while True:
             try:
@@ -318,10 +327,9 @@ def drive_stack(request: StackRequest, control: RunControl | None = None, interv
                 records.append(_record(item, auto))
                 if item.worker is not None and not item.resumed:
                     workers[item.index] = item.worker
-                rate = (clock() - ready) / fitted if fitted else None
-                left = None if rate is None or fitted < 2 else rate * (job.n_planes - landed)
+                last = item
                 yield StackUpdate("plane", clock() - start, job.n_planes, landed, fitted, resumed, item,
-                                  workers=n_workers, store=job.store, run_number=job.run_number, seconds_left=left)
+                                  workers=n_workers, store=job.store, run_number=job.run_number, seconds_left=left())
                 continue
             if control.cancelled and not cancelling:
                 cancelling = True
@@ -337,8 +345,9 @@ def drive_stack(request: StackRequest, control: RunControl | None = None, interv
                                   workers=n_workers, store=job.store, run_number=job.run_number, message=message)
                 continue
             if kind == "tick":
-                yield StackUpdate("tick", clock() - start, job.n_planes, landed, fitted, resumed,
-                                  workers=n_workers, store=job.store, run_number=job.run_number)
+                yield StackUpdate("tick", clock() - start, job.n_planes, landed, fitted, resumed, last,
+                                  workers=n_workers, store=job.store, run_number=job.run_number,
+                                  seconds_left=None if cancelling else left())
     finally:
         # napari's worker.quit() closes this generator at a yield: stop the job the same way
         stop_pump.set()
@@ -360,13 +369,13 @@ def stack_progress_text(u: StackUpdate, title: str) -> str:
         if u.kind == "ready":
             head = f"{title}: {u.n_planes} planes, {where}" + (
                 f"; {u.resumed} already in the store (resumed)" if u.resumed else "")
-    elif u.kind == "plane" and u.event is not None:
+    elif u.kind == "cancelling":
+        head = f"{title}: {u.message}"
+    elif u.event is not None:
         e = u.event
         what = "read from the store" if e.resumed else (f"fitted in {format_duration(e.seconds)}" +
                                                          (f" on {e.worker}" if e.worker else ""))
-        head = f"plane {e.index + 1} landed ({what}); {u.landed}/{u.n_planes} planes, {where}"
-    elif u.kind == "cancelling":
-        head = f"{title}: {u.message}"
+        head = f"{u.landed}/{u.n_planes} planes, {where}; last: plane {e.index + 1} ({what})"
     else:
         head = f"{u.landed}/{u.n_planes} planes, {where}" + (f"; {u.resumed} resumed" if u.resumed else "")
     if u.seconds_left is not None:
