@@ -265,7 +265,10 @@ def test_pre_image_and_its_tv_baseline_land_as_two_layers(qtbot, viewer, scripte
         assert meta["planes"][0]["evidence"] is None and meta["state"] == "finished"
         dist = meta["feature_distance"]
         assert dist["end"] < 0.5 * dist["start"], dist  # the features are being matched
-    assert "Relative feature distance at layer 4" in w.status.value
+        diff = np.abs(res.data - image.astype(np.float64)).mean()
+        assert meta["mean_abs_difference_from_image"] == pytest.approx(diff, rel=1e-6)
+    status = w.status.value
+    assert "Relative feature distance at layer 4 (start -> end): DIP " in status and "; TV baseline " in status
 
 
 def test_activation_maximisation_excites_the_unit(qtbot, viewer, scripted):

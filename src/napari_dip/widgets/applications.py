@@ -90,6 +90,7 @@ class BlindRestoreWidget(_AppWidget):
         self.preset.tooltip = ("'jpeg': the paper's network for JPEG artefacts (light; 2400 iterations with an "
                                "output average); 'fast'/'paper': the denoising presets")
         self.image.tooltip = "Image layer to restore, e.g. a decoded JPEG (never modified)"
+        self.run_button.text = "Run JPEG restoration"
 
     def _build_job(self, inp: ImageInput, options: RunOptions):
         return build_blind(inp, options)
@@ -319,6 +320,7 @@ class PreImageWidget(_AppWidget):
         self._model_obj: Any = None
         self._layers: list[tuple[str, str]] = [("model output", "")]
         self._queue: list[str] = []
+        self._figures: dict[str, str] = {}
         self._method = "dip"
         self.result_layers: dict[str, Any] = {}
         super().__init__(viewer)
@@ -446,6 +448,7 @@ class PreImageWidget(_AppWidget):
         self._queue = ["tv"] if self.baseline.value else []
         self._method = "dip"
         self.result_layers = {}
+        self._figures: dict[str, str] = {}
         return super().run()
 
     def _follow_up(self, outcome) -> bool:
@@ -492,16 +495,23 @@ class PreImageWidget(_AppWidget):
                 **({"unit": int(self.unit.value)} if self.mode.value == "actmax" else {})}
 
     def _finish_result(self, layer, outcome, job, inp: ImageInput) -> str:
+        """Record the objective at the start and at the end (and a pre-image's distance from the image);
+        the status compares the runs so far (the deep image prior, then the baseline)."""
         self.result_layers[self._method] = layer
         initial, final = job.initial, job.objective
         if initial is None or final is None:
             return ""
         record = layer.metadata["napari_dip"]
+        method = "DIP" if self._method == "dip" else "TV baseline"
         if self.mode.value == "actmax":
             record["activation"] = {"start": initial, "end": final}
-            return f"Activation of {self._target_name()}: {initial:.4g} at the start -> {final:.4g}."
+            self._figures[method] = f"{method} {initial:.4g} -> {final:.4g}"
+            return f"Activation of {self._target_name()} (start -> end): {'; '.join(self._figures.values())}."
         record["feature_distance"] = {"start": initial, "end": final}
-        return f"Relative feature distance at {self._target_name()}: {initial:.4g} at the start -> {final:.4g}."
+        error = float(np.mean(np.abs(np.asarray(layer.data, np.float64) - np.asarray(inp.data, np.float64))))
+        record["mean_abs_difference_from_image"] = error
+        self._figures[method] = f"{method} {initial:.4g} -> {final:.4g} (differs from the image by {error:.3g} on average)"
+        return f"Relative feature distance at {self._target_name()} (start -> end): {'; '.join(self._figures.values())}."
 
 
 def _fields(options: RunOptions) -> dict[str, Any]:
