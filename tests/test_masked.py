@@ -147,3 +147,30 @@ def test_auto_preset_resolves_by_device_and_task():
         get_settings("pretrained", "super_resolve")
     with pytest.raises(ValueError, match="unknown preset"):
         get_settings("turbo", "denoise")
+
+
+def test_a_tolerant_hold_out_stops_on_a_creeping_signal_but_keeps_the_latest_minimum():
+    from napari_dip.core.stopping import HoldOut
+
+    y = torch.zeros(1, 1, 4, 4)
+    held = torch.ones(1, 1, 4, 4)
+    strict = HoldOut(lambda x: x, y, held, patience=20, every=1, min_iterations=1)
+    tolerant = HoldOut(lambda x: x, y, held, patience=20, every=1, min_iterations=1, tolerance=0.02)
+    stops = {}
+    for it in range(1, 200):
+        value = 1.0 if it < 10 else 0.9 * (1 - 0.0002 * (it - 10))  # one real drop, then a 0.02 % creep
+        est = torch.full((1, 1, 4, 4), value ** 0.5)
+        for name, rule in (("strict", strict), ("tolerant", tolerant)):
+            check = rule.update(it, est, est)
+            if name == "tolerant" and it > 10:
+                assert check.capture  # every new minimum is still kept as the estimate
+            if check.stop and name not in stops:
+                stops[name] = it
+    assert stops.get("tolerant") == 30 and "strict" not in stops
+
+
+def test_masked_fits_on_correlated_noise_use_the_tolerant_hold_out():
+    white = Fitter(_t(add_noise(smooth_gray(96), 0.08)), settings=MASKED, iterations="auto", device="cpu")
+    corr = Fitter(_t(_correlated()), settings=MASKED, iterations="auto", device="cpu")
+    assert white.stop_rules == corr.stop_rules == ["holdout"]
+    assert white.rules[0].tolerance == 0.0 and corr.rules[0].tolerance == 0.02

@@ -23,7 +23,14 @@ import torch.nn.functional as F
 
 from .devices import resolve_device
 from .inputs import make_input
-from .masking import CORRELATED_NOISE_AVERAGE, check_mask_ratio, choose_mask_ratio, hide, masked_input
+from .masking import (
+    CORRELATED_NOISE_AVERAGE,
+    CORRELATED_NOISE_TOLERANCE,
+    check_mask_ratio,
+    choose_mask_ratio,
+    hide,
+    masked_input,
+)
 from .networks import DIPNet, build_network, stack_state
 from .operators import Identity, LinearOperator, Mask
 from .settings import STOP_RULES, Settings, get_settings
@@ -286,13 +293,15 @@ class Fitter:
         in_channels = channels + 1 if self.masked else s.input_channels
         self.mask_ratio: float | None = None
         self.average_weight = s.ema
-        if self.masked:  # 'auto': 0.3 for white noise, 0.9 (and a longer average) for correlated noise
+        self._holdout_tolerance = 0.0
+        if self.masked:  # 'auto': 0.3 for white noise, 0.9 (a longer average, a tolerant hold-out) for correlated
             self.mask_ratio = check_mask_ratio(s.mask_ratio)
             if self.mask_ratio == "auto":
                 correlation = noise_correlation(self.target) if isinstance(self.operator, Identity) else None
                 self.mask_ratio, correlated = choose_mask_ratio(correlation, CORRELATED_NOISE_THRESHOLD)
                 if correlated:
                     self.average_weight = max(s.ema, CORRELATED_NOISE_AVERAGE)
+                    self._holdout_tolerance = CORRELATED_NOISE_TOLERANCE
         self.weights_file: str | None = None
         if net is None and init_state is None and s.weights is not None:
             path = resolve_weights(s.weights, channels)
@@ -401,7 +410,7 @@ class Fitter:
                 # the held-out pixels are known pixels, where a mask operator is the identity
                 op = Identity() if isinstance(self.operator, Mask) else self.operator
                 self.rules.append(HoldOut(op, self.target[:, c], held[:, c], s.stop_patience, s.stop_every,
-                                          s.min_iterations))
+                                          s.min_iterations, tolerance=self._holdout_tolerance))
             elif level > 0:
                 self.rules.append(Discrepancy(self.operator, self.target[:, c], weight[:, c], level, s.stop_every,
                                               s.min_iterations))
