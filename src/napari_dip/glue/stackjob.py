@@ -149,6 +149,12 @@ class StackOutcome(RunOutcome):
     n_planes: int = 0
     built: bool = False
 
+    @property
+    def fitted(self) -> list[int]:
+        """Planes that landed, in plane order (``records`` are in the order they landed, which on a
+        cluster is not the planes' order)."""
+        return sorted(r.index for r in self.records if r.finished)
+
 
 class SchedulerUnreachable(ConnectionError):
     """The dask scheduler could not be reached (the message says why and what to check)."""
