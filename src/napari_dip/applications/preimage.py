@@ -24,7 +24,7 @@ import math
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,15 +35,16 @@ import torch
 from torch import nn
 
 from ..core.devices import resolve_device
-from ..core.fit import Snapshot
+from ..core.fit import FitResult, Snapshot
 from ..core.inputs import make_input
+from ..core.layout import infer_layout
 from ..core.networks import build_network
 from ..core.settings import Settings
-from ._common import fixed_iterations, prepare_plane
+from ._common import PlaneJob, fixed_iterations, prepare_plane
 
 __all__ = [
-    "ACTMAX_SETTINGS", "IMAGENET_MEAN", "IMAGENET_STD", "PREIMAGE_SETTINGS", "FeatureExtractor",
-    "PreImageResult", "activation_maximisation", "load_model", "pre_image", "tv_norm",
+    "ACTMAX_SETTINGS", "IMAGENET_MEAN", "IMAGENET_STD", "PREIMAGE_SETTINGS", "ActMaxJob", "FeatureExtractor",
+    "PreImageJob", "PreImageResult", "activation_maximisation", "load_model", "pre_image", "tv_norm",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -347,44 +348,86 @@ class _Generator:
                 self.x.clamp_(0, 1)
 
 
-def _optimise(gen: _Generator, objective: Callable[[torch.Tensor], torch.Tensor], regulariser, iterations: int,
-              sign: float, callback: Callable[[Snapshot], Any] | None, preview_every: int,
-              export: Callable[[torch.Tensor], Any]) -> tuple[torch.Tensor, float, float, dict, float]:
-    """Adam on ``sign * objective(x) + regulariser(x)``; returns (image, final, initial, history, seconds).
+class _Optimisation:
+    """Adam on ``sign * objective(x) + regulariser(x)``, one step per snapshot of :meth:`steps`.
 
-    ``final`` and ``initial`` are the objective (without regulariser or sign) of the returned image and
-    of the starting image, both evaluated without jitter where the generator has none.
+    It has the members of a :class:`~napari_dip.core.fit.Fitter` that drivers read (``steps()``
+    returning a :class:`~napari_dip.core.fit.FitResult`, ``result()`` at any time,
+    ``has_estimate``, ``iteration``, ``best_iteration``, ``auto``, ``best``), so a pre-image runs
+    through the same driver as a restoration. ``initial`` is the objective (without regulariser or
+    sign) of the starting image, ``final`` that of the image :meth:`result` returned last, evaluated
+    without jitter where the generator has none.
     """
-    opt = torch.optim.Adam(gen.params, lr=gen.lr)
-    history: dict[str, list] = {"iteration": [], "objective": []}
-    start = time.perf_counter()
-    initial = None
-    x = None
-    for it in range(1, iterations + 1):
-        x = gen()
-        value = objective(x)
-        if initial is None:
-            initial = float(value.detach())
-        loss = sign * value + (regulariser(x) if regulariser is not None else 0.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        gen.after_step()
-        history["iteration"].append(it)
-        history["objective"].append(float(value.detach()))
-        if callback is not None:
-            preview = preview_every > 0 and it % preview_every == 0
-            callback(Snapshot(iteration=it, total=iterations, loss=float(loss.detach()),
-                              image=export(x.detach()) if preview else None, best_iteration=it))
-    with torch.no_grad():
-        if gen.method == "dip":
-            jitter, gen.jitter = gen.jitter, 0.0
-            x = gen()
-            gen.jitter = jitter
-        else:
-            x = gen().detach().clone()
-        final = float(objective(x))
-    return x.detach(), final, float(initial), history, time.perf_counter() - start
+
+    auto = False
+    best = None
+
+    def __init__(self, gen: _Generator, objective: Callable[[torch.Tensor], torch.Tensor], regulariser,
+                 iterations: int, sign: float, preview_every: int, export: Callable[[torch.Tensor], Any]):
+        self.gen, self.objective, self.regulariser = gen, objective, regulariser
+        self.total, self.sign = int(iterations), float(sign)
+        self.preview_every, self.export = int(preview_every), export
+        self.iteration = 0
+        self.initial: float | None = None
+        self.final: float | None = None
+        self.seconds = 0.0
+        self.history: dict[str, list] = {"iteration": [], "objective": []}
+
+    @property
+    def best_iteration(self) -> int:
+        return self.iteration
+
+    @property
+    def has_estimate(self) -> bool:
+        return self.iteration > 0
+
+    def steps(self) -> Generator[Snapshot, None, FitResult]:
+        gen = self.gen
+        opt = torch.optim.Adam(gen.params, lr=gen.lr)
+        start = time.perf_counter()
+        try:
+            while self.iteration < self.total:
+                it = self.iteration + 1
+                x = gen()
+                value = self.objective(x)
+                if self.initial is None:
+                    self.initial = float(value.detach())
+                loss = self.sign * value + (self.regulariser(x) if self.regulariser is not None else 0.0)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                gen.after_step()
+                self.iteration = it
+                self.history["iteration"].append(it)
+                self.history["objective"].append(float(value.detach()))
+                preview = self.preview_every > 0 and it % self.preview_every == 0
+                self.seconds = time.perf_counter() - start
+                yield Snapshot(iteration=it, total=self.total, loss=float(loss.detach()),
+                               image=self.export(x.detach()) if preview else None, best_iteration=it)
+        finally:
+            self.seconds = time.perf_counter() - start
+        return self.result()
+
+    def _estimate(self) -> torch.Tensor:
+        with torch.no_grad():
+            if self.gen.method == "dip":
+                jitter, self.gen.jitter = self.gen.jitter, 0.0
+                try:
+                    return self.gen().detach()
+                finally:
+                    self.gen.jitter = jitter
+            return self.gen().detach().clone()
+
+    def result(self, cancelled: bool = False) -> FitResult:
+        """The image now (and its objective in :attr:`final`)."""
+        if not self.has_estimate:
+            raise RuntimeError("no iteration has run yet: there is no result")
+        x = self._estimate()
+        with torch.no_grad():
+            self.final = float(self.objective(x))
+        return FitResult(image=self.export(x), iterations=self.iteration, best_iteration=self.iteration,
+                         cancelled=cancelled, seconds=self.seconds,
+                         history={k: list(v) for k, v in self.history.items()})
 
 
 def _setup(model, layer, weights, device, mean, std) -> tuple[FeatureExtractor, torch.device]:
@@ -393,6 +436,127 @@ def _setup(model, layer, weights, device, mean, std) -> tuple[FeatureExtractor, 
     if mean is None and std is None and is_tv:
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     return FeatureExtractor(net, layer, mean, std), dev
+
+
+class _FeatureJob(PlaneJob):
+    """What :class:`PreImageJob` and :class:`ActMaxJob` share: the model, the generator, the result."""
+
+    method: str
+    phi: FeatureExtractor
+
+    def _setup_fit(self, method: str, settings: Settings, lr: float | None, tv_weight: float, tv_beta: float,
+                   seed: int, preview_every: int, dev: torch.device) -> None:
+        if method not in ("dip", "tv"):
+            raise ValueError(f"unknown method {method!r}; use 'dip' (deep image prior) or 'tv' (TV-norm baseline)")
+        self.method, self.lr, self.seed, self.dev = method, lr, int(seed), dev
+        self.preview_every = int(preview_every)
+        self._reg = (lambda x: tv_weight * tv_norm(x, tv_beta)) if method == "tv" and tv_weight > 0 else None
+
+    def _optimisation(self, channels: int, size: tuple[int, int], objective, sign: float, export) -> _Optimisation:
+        gen = _Generator(self.method, channels, size, self.settings, self.lr, self.dev, self.seed)
+        return _Optimisation(gen, objective, self._reg, int(self.iterations), sign, self.preview_every, export)
+
+    def steps(self) -> Generator[Snapshot, None, np.ndarray]:
+        with _frozen(self.phi.model):  # eval mode and no parameter gradients while it runs
+            return (yield from super().steps())
+
+    @property
+    def objective(self) -> float | None:
+        """The data term of the last estimate (see :class:`PreImageResult`); None before any."""
+        fit = self.last_fit
+        return None if fit is None else fit.final
+
+    @property
+    def initial(self) -> float | None:
+        """The data term of the starting image; None before the first iteration."""
+        fit = self.last_fit
+        return None if fit is None else fit.initial
+
+    def outcome(self) -> PreImageResult:
+        """The finished run as a :class:`PreImageResult`."""
+        fit = self.last_fit
+        if fit is None or not self.done[0]:
+            raise RuntimeError("the optimisation has not run to its end")
+        return PreImageResult(self.output.copy(), self.method, float(fit.final), float(fit.initial),
+                              int(self.iterations), fit.seconds, {k: list(v) for k, v in fit.history.items()})
+
+
+class PreImageJob(_FeatureJob):
+    """A pre-image as a job: :meth:`~PlaneJob.steps` yields snapshots, so a GUI can preview, cancel
+    and report it like a restoration; :func:`pre_image` runs it to the end.
+
+    Parameters are those of :func:`pre_image` (without ``callback``), plus ``preset``, the name
+    recorded for ``settings``. The model is loaded, the layer checked and the image's features
+    computed here; the generator network is built when :meth:`~PlaneJob.steps` starts.
+    """
+
+    def __init__(self, image, model: nn.Module | str | os.PathLike, layer: str | None, *, method: str = "dip",
+                 iterations: int = 3100, settings: Settings | None = None, lr: float | None = None,
+                 tv_weight: float = 1e-2, tv_beta: float = 2.0, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, weights: str | os.PathLike | None = None, device: str = "cpu",
+                 seed: int = 0, channel_axis: int | None = None, preview_every: int = 0, preset: str = "custom",
+                 **overrides):
+        n = fixed_iterations(iterations)
+        s = (settings or PREIMAGE_SETTINGS).replace(**overrides) if overrides or settings else PREIMAGE_SETTINGS
+        plane = prepare_plane(image, channel_axis=channel_axis)
+        phi, dev = _setup(model, layer, weights, device, mean, std)
+        with _frozen(phi.model), torch.no_grad():
+            target = phi(plane.tensor.to(dev)).detach()
+        norm = float((target**2).sum())
+        if norm == 0:
+            raise ValueError(f"the features of layer {layer!r} are all zero for this image: nothing to match")
+        super().__init__(plane.layout, n, s, preset)
+        self._setup_fit(method, s, lr, tv_weight, tv_beta, seed, preview_every, dev)
+        self.plane, self.phi, self.target, self.norm = plane, phi, target, norm
+
+    def _distance(self, x: torch.Tensor) -> torch.Tensor:
+        return ((self.phi(x) - self.target) ** 2).sum() / self.norm
+
+    def _new_fit(self) -> _Optimisation:
+        return self._optimisation(self.plane.layout.channels, self.plane.layout.plane_shape, self._distance, 1.0,
+                                  self.plane.export_plane)
+
+
+class ActMaxJob(_FeatureJob):
+    """Activation maximisation as a job (see :class:`PreImageJob`); :func:`activation_maximisation`
+    runs it to the end. Parameters are those of :func:`activation_maximisation`, plus ``preset``."""
+
+    def __init__(self, model: nn.Module | str | os.PathLike, layer: str | None, unit: int, *,
+                 size: int | tuple[int, int] = 227, channels: int = 3, method: str = "dip", iterations: int = 3100,
+                 settings: Settings | None = None, lr: float | None = None, tv_weight: float = 1e-2,
+                 tv_beta: float = 2.0, where: str = "mean", mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, weights: str | os.PathLike | None = None, device: str = "cpu",
+                 seed: int = 0, preview_every: int = 0, preset: str = "custom", **overrides):
+        n = fixed_iterations(iterations)
+        h, w = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+        if h < 1 or w < 1 or channels < 1:
+            raise ValueError(f"size and channels must be positive, got size {(h, w)} and {channels} channels")
+        if where not in ("mean", "centre", "center"):
+            raise ValueError(f"unknown where={where!r}; use 'mean' or 'centre'")
+        s = (settings or ACTMAX_SETTINGS).replace(**overrides) if overrides or settings else ACTMAX_SETTINGS
+        phi, dev = _setup(model, layer, weights, device, mean, std)
+        with _frozen(phi.model), torch.no_grad():
+            probe = phi(torch.full((1, channels, h, w), 0.5, device=dev))
+        if probe.ndim < 2 or not 0 <= int(unit) < probe.shape[1]:
+            raise ValueError(f"unit {unit} is out of range: layer {layer!r} has {probe.shape[1] if probe.ndim > 1 else 0} "
+                             f"units (output shape {tuple(probe.shape)})")
+        layout = infer_layout((int(h), int(w), int(channels)), channel_axis=-1, rgb=channels in (3, 4))
+        super().__init__(layout, n, s, preset)
+        self._setup_fit(method, s, lr, tv_weight, tv_beta, seed, preview_every, dev)
+        self.phi, self.unit, self.where, self.size, self.channels = phi, int(unit), where, (int(h), int(w)), int(channels)
+
+    def _activation(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.phi(x)[:, self.unit]
+        if a.ndim > 1 and self.where != "mean":
+            a = a[(slice(None), *[d // 2 for d in a.shape[1:]])]
+        return a.mean()
+
+    @staticmethod
+    def _export(x: torch.Tensor) -> np.ndarray:
+        return x[0].detach().float().permute(1, 2, 0).cpu().numpy().copy()
+
+    def _new_fit(self) -> _Optimisation:
+        return self._optimisation(self.channels, self.size, self._activation, -1.0, self._export)
 
 
 def pre_image(image, model: nn.Module | str | os.PathLike, layer: str | None, *, method: str = "dip",
@@ -439,26 +603,11 @@ def pre_image(image, model: nn.Module | str | os.PathLike, layer: str | None, *,
         ``image`` in the input's layout and units; ``objective``/``initial``: relative feature
         distance of the result and of the starting image.
     """
-    n = fixed_iterations(iterations)
-    s = (settings or PREIMAGE_SETTINGS).replace(**overrides) if overrides or settings else PREIMAGE_SETTINGS
-    plane = prepare_plane(image, channel_axis=channel_axis)
-    phi, dev = _setup(model, layer, weights, device, mean, std)
-    x0 = plane.tensor.to(dev)
-    with _frozen(phi.model):
-        with torch.no_grad():
-            target = phi(x0).detach()
-        norm = float((target**2).sum())
-        if norm == 0:
-            raise ValueError(f"the features of layer {layer!r} are all zero for this image: nothing to match")
-
-        def distance(x: torch.Tensor) -> torch.Tensor:
-            return ((phi(x) - target) ** 2).sum() / norm
-
-        gen = _Generator(method, plane.layout.channels, plane.layout.plane_shape, s, lr, dev, seed)
-        reg = (lambda x: tv_weight * tv_norm(x, tv_beta)) if method == "tv" and tv_weight > 0 else None
-        x, final, initial, history, seconds = _optimise(gen, distance, reg, n, 1.0, callback, preview_every,
-                                                        plane.export)
-    return PreImageResult(plane.export(x), method, final, initial, n, seconds, history)
+    job = PreImageJob(image, model, layer, method=method, iterations=iterations, settings=settings, lr=lr,
+                      tv_weight=tv_weight, tv_beta=tv_beta, mean=mean, std=std, weights=weights, device=device,
+                      seed=seed, channel_axis=channel_axis, preview_every=preview_every, **overrides)
+    job.run(callback)
+    return job.outcome()
 
 
 def activation_maximisation(model: nn.Module | str | os.PathLike, layer: str | None, unit: int, *,
@@ -496,33 +645,8 @@ def activation_maximisation(model: nn.Module | str | os.PathLike, layer: str | N
         ``image`` ``(H, W, C)`` float32 in ``[0, 1]``; ``objective``/``initial``: the unit's
         activation for the result and for the starting image.
     """
-    n = fixed_iterations(iterations)
-    h, w = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
-    if h < 1 or w < 1 or channels < 1:
-        raise ValueError(f"size and channels must be positive, got size {(h, w)} and {channels} channels")
-    if where not in ("mean", "centre", "center"):
-        raise ValueError(f"unknown where={where!r}; use 'mean' or 'centre'")
-    s = (settings or ACTMAX_SETTINGS).replace(**overrides) if overrides or settings else ACTMAX_SETTINGS
-    phi, dev = _setup(model, layer, weights, device, mean, std)
-    with _frozen(phi.model):
-        with torch.no_grad():
-            probe = phi(torch.full((1, channels, h, w), 0.5, device=dev))
-        if probe.ndim < 2 or not 0 <= int(unit) < probe.shape[1]:
-            raise ValueError(f"unit {unit} is out of range: layer {layer!r} has {probe.shape[1] if probe.ndim > 1 else 0} "
-                             f"units (output shape {tuple(probe.shape)})")
-
-        def activation(x: torch.Tensor) -> torch.Tensor:
-            a = phi(x)[:, int(unit)]
-            if a.ndim > 1 and where != "mean":
-                a = a[(slice(None), *[d // 2 for d in a.shape[1:]])]
-            return a.mean()
-
-        gen = _Generator(method, channels, (h, w), s, lr, dev, seed)
-        reg = (lambda x: tv_weight * tv_norm(x, tv_beta)) if method == "tv" and tv_weight > 0 else None
-
-        def export(x: torch.Tensor) -> np.ndarray:
-            return x[0].detach().float().permute(1, 2, 0).cpu().numpy().copy()
-
-        x, final, initial, history, seconds = _optimise(gen, activation, reg, n, -1.0, callback, preview_every,
-                                                        export)
-    return PreImageResult(export(x), method, final, initial, n, seconds, history)
+    job = ActMaxJob(model, layer, unit, size=size, channels=channels, method=method, iterations=iterations,
+                    settings=settings, lr=lr, tv_weight=tv_weight, tv_beta=tv_beta, where=where, mean=mean, std=std,
+                    weights=weights, device=device, seed=seed, preview_every=preview_every, **overrides)
+    job.run(callback)
+    return job.outcome()

@@ -184,9 +184,10 @@ class PlaneRecord:
     ----------
     index : int
         The plane's index in the stack (0-based, leading axes flattened in C order).
-    ending : {'rule', 'cap', 'fixed', 'cancelled', 'failed', 'copied'}
+    ending : {'rule', 'cap', 'fixed', 'cancelled', 'failed', 'copied', 'resumed'}
         Stopped by its automatic rule; reached the cap before the rule fired; ran the fixed count;
-        cancelled or failed mid-fit; or copied through (inpainting, nothing to fill in).
+        cancelled or failed mid-fit; copied through (inpainting, nothing to fill in); or finished by
+        an earlier run of a resumed stack job (:mod:`napari_dip.glue.stackjob`).
     iterations : int
         Iterations run (summed over tiles).
     best_iteration : int
@@ -225,7 +226,7 @@ class PlaneRecord:
     @property
     def finished(self) -> bool:
         """The plane's fit ran to its end (not cancelled or failed)."""
-        return self.ending in ("rule", "cap", "fixed", "copied")
+        return self.ending in ("rule", "cap", "fixed", "copied", "resumed")
 
     def as_dict(self) -> dict[str, Any]:
         return {"plane": self.index, "ending": self.ending, "iterations": self.iterations,
@@ -362,16 +363,19 @@ def select_planes(job, planes: Sequence[int] | None) -> list[int]:
 class _Fit:
     """Book-keeping of the fit (plane or tile) in progress."""
 
-    def __init__(self, fitter, plane: int, tile: int, started: float):
+    def __init__(self, fitter, plane: int, tile: int, started: float, measure: bool = True):
         self.fitter = fitter
         self.plane = plane
         self.tile = tile
         self.started = started
+        self.measure = measure
         self.noise: float | None = None
 
     def evidence(self):
         from ..core.convergence import fit_evidence
 
+        if not self.measure:
+            return None
         ev = fit_evidence(self.fitter, self.noise)
         if ev is not None:
             self.noise = ev.noise
@@ -383,7 +387,7 @@ def _worst(evidences: list) -> Any:
 
 
 def drive(job, control: RunControl | None = None, planes: Sequence[int] | None = None,
-          interval: float = 0.1, clock=time.monotonic) -> Generator[Update, None, RunOutcome]:
+          interval: float = 0.1, clock=time.monotonic, evidence: bool = True) -> Generator[Update, None, RunOutcome]:
     """Run ``job`` (a :class:`~napari_dip.core.restore.Restoration`), yielding :class:`Update`\\ s and
     returning a :class:`RunOutcome`.
 
@@ -399,6 +403,11 @@ def drive(job, control: RunControl | None = None, planes: Sequence[int] | None =
         Least seconds between two updates without an event.
     clock : callable
         Monotonic seconds (injectable for tests).
+    evidence : bool
+        Measure how far each kept estimate is from converged
+        (:func:`~napari_dip.core.convergence.fit_evidence`). Off for fits that are meant to stop
+        early (the coarse fit of an enhancement) or have no measurement to compare the estimate
+        with (a pre-image): their records carry no evidence and are never flagged.
 
     Notes
     -----
@@ -483,7 +492,7 @@ def drive(job, control: RunControl | None = None, planes: Sequence[int] | None =
                 tile = 1 if new_plane else fit.tile + 1
                 if new_plane:
                     plane_started = last_time
-                fit = _Fit(current, snap.slice_index, tile, now)
+                fit = _Fit(current, snap.slice_index, tile, now, evidence)
                 fit_count += 1
                 estimator.fit_started(last_time)
                 losses, signals, preview = [], [], None

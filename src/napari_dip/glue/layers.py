@@ -68,12 +68,16 @@ def _layer_array(layer: Any, what: str) -> np.ndarray:
     return np.array(layer.data, copy=True)  # materialises dask/zarr data; never a view of the layer
 
 
-def read_image_layer(layer: Any) -> ImageInput:
+def read_image_layer(layer: Any, copy: bool = True) -> ImageInput:
     """Copy an Image layer's data and placement.
 
     Parameters
     ----------
     layer : napari.layers.Image or None
+    copy : bool
+        Copy the pixels into a numpy array (default). False keeps the layer's own array (numpy,
+        dask or zarr, possibly lazy) in :attr:`ImageInput.data`, for readers that read it plane by
+        plane and never write (stack jobs).
 
     Raises
     ------
@@ -85,7 +89,12 @@ def read_image_layer(layer: Any) -> ImageInput:
                          "and choose it in the 'image' box")
     if not hasattr(layer, "rgb") or not hasattr(layer, "contrast_limits"):
         raise ValueError(f"layer {getattr(layer, 'name', layer)!r} is not an Image layer")
-    data = _layer_array(layer, "image")
+    if copy:
+        data = _layer_array(layer, "image")
+    elif getattr(layer, "multiscale", False):
+        data = _layer_array(layer, "image")  # raises: multiscale layers are not supported
+    else:
+        data = layer.data
     placement: dict[str, Any] = {}
     for key in ("units", "axis_labels", "rotate", "shear", "affine"):
         if hasattr(layer, key):

@@ -96,6 +96,7 @@ def _endings(records: list[PlaneRecord], cap: int, stack: bool) -> list[str]:
     capped = [r for r in fitted if r.ending == "cap"]
     fixed = [r for r in fitted if r.ending == "fixed"]
     copied = [r for r in records if r.ending == "copied"]
+    resumed = [r for r in records if r.ending == "resumed"]
     out = []
     if by_rule and stack:
         out.append(f"{_planes(len(by_rule))} stopped by {_rules(by_rule)} ({_span(by_rule)})")
@@ -112,6 +113,9 @@ def _endings(records: list[PlaneRecord], cap: int, stack: bool) -> list[str]:
                    f"Ran the fixed {cap} iterations")
     if copied:
         out.append(f"{_planes(len(copied))} had nothing to fill in (copied through)")
+    if resumed:
+        out.append(f"{_planes(len(resumed))} ({format_planes([r.index for r in resumed])}) finished by an earlier "
+                   "run, read from the store")
     return out
 
 

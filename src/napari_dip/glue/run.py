@@ -70,10 +70,14 @@ class RunOptions:
     overrides: dict[str, Any] | None = None
 
 
-def build_restoration(task: str, inp: ImageInput, options: RunOptions, mask: np.ndarray | None = None):
+def build_restoration(task: str, inp: ImageInput, options: RunOptions, mask: np.ndarray | None = None,
+                      settings: Any = None):
     """A ready-to-run :class:`~napari_dip.core.restore.Restoration` for ``inp``.
 
     With ``auto_stop``, ``iterations`` caps the automatic fit; otherwise it is the exact count.
+    ``settings`` (a :class:`~napari_dip.core.settings.Settings`) replaces the preset ``options.preset``
+    names (e.g. the JPEG network of blind restoration, which is not a core preset); the job's
+    ``resolved_preset`` then records ``options.preset``.
 
     Raises
     ------
@@ -93,16 +97,20 @@ def build_restoration(task: str, inp: ImageInput, options: RunOptions, mask: np.
         iterations: int | str = "auto"
     else:
         iterations = int(options.iterations)
-    get_settings(options.preset, task, device=resolve_device(options.device), **overrides)  # fail here, not in the worker
+    preset = options.preset if settings is None else settings
+    get_settings(preset, task, device=resolve_device(options.device), **overrides)  # fail here, not in the worker
     if task == "inpaint":
         kwargs["mask"] = mask
     if task == "super_resolve":
         kwargs["factor"] = options.factor
         kwargs["kernel"] = options.kernel
-    return Restoration(task, inp.data, iterations=iterations, preset=options.preset, device=options.device,
-                       seed=int(options.seed), rgb=inp.rgb, preview_every=int(options.preview_every),
-                       warm_start=bool(options.warm_start), precision=str(options.precision), **kwargs,
-                       **overrides)
+    job = Restoration(task, inp.data, iterations=iterations, preset=preset, device=options.device,
+                      seed=int(options.seed), rgb=inp.rgb, preview_every=int(options.preview_every),
+                      warm_start=bool(options.warm_start), precision=str(options.precision), **kwargs,
+                      **overrides)
+    if settings is not None:
+        job.resolved_preset = options.preset
+    return job
 
 
 def empty_output(job) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from .applications import BlindRestoreWidget, EnhanceWidget, FlashNoFlashWidget, PreImageWidget
 from .base import RestorationWidget
 from .tasks import DenoiseWidget, InpaintWidget, SuperResolveWidget
 
-__all__ = ["DenoiseWidget", "InpaintWidget", "RestorationWidget", "SuperResolveWidget"]
+__all__ = ["BlindRestoreWidget", "DenoiseWidget", "EnhanceWidget", "FlashNoFlashWidget", "InpaintWidget",
+           "PreImageWidget", "RestorationWidget", "SuperResolveWidget"]

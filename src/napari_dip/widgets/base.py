@@ -39,6 +39,7 @@ from ..glue import (
     start_worker,
 )
 from .plot import FitPlot
+from .stackjob import StackJobRunner
 
 __all__ = ["RestorationWidget"]
 
@@ -210,6 +211,17 @@ class RestorationWidget(Container):
     :class:`~napari_dip.glue.RunOptions`; anything else the engine understands can go through
     ``overrides``.
 
+    Widgets for other jobs (the paper's applications, :mod:`napari_dip.widgets.applications`)
+    replace what the run is made of, and keep everything else (worker, previews, cancel, records,
+    end states): :meth:`_preset_choices` and :meth:`_preset_iterations` (the preset box and the
+    iteration count it implies), :meth:`_read_input` (the input), :meth:`_build_job` (any job with
+    the run interface of :class:`~napari_dip.core.restore.Restoration`), :meth:`_output_kwargs`
+    (the output layer's name and placement), :meth:`_display_plane` and :meth:`_display_output`
+    (what the output layer shows of an estimate), :meth:`_finish_result` (measured figures, extra
+    layers) and :meth:`_follow_up` (a second run after the first, e.g. a baseline). The class
+    attributes :attr:`default_preset`, :attr:`convergence_evidence` and :attr:`stack_jobs` switch
+    the rest.
+
     Parameters
     ----------
     viewer : napari.viewer.Viewer
@@ -223,6 +235,11 @@ class RestorationWidget(Container):
         Stacks only: which planes to fit (``'all'``, ``'current'``: the plane the viewer shows, or
         ``'range'``: ``first_plane`` to ``last_plane``, numbered from 1), and whether the viewer
         moves to each plane as its fit starts.
+    scheduler, store
+        (Advanced; widgets with :attr:`stack_jobs`) a dask scheduler's address and an output
+        ``.zarr`` store: when either is set, Run starts a stack job
+        (:mod:`napari_dip.widgets.stackjob`): every plane not yet in the store is fitted, on the
+        cluster's workers when there is a scheduler, and lands in the output layer as it finishes.
     run_button, cancel_button, stop_after_plane_button : PushButton
     discard_button, keep_partial_button : PushButton
         Shown after a run that left an estimate the engine's evidence says is not converged:
@@ -248,6 +265,13 @@ class RestorationWidget(Container):
 
     task: ClassVar[str] = "denoise"
     title: ClassVar[str] = "Denoising"
+    #: The preset the widget opens with.
+    default_preset: ClassVar[str] = "auto"
+    #: Measure how far each kept estimate is from converged and flag it (off for fits that stop early
+    #: by design, or that have no measurement to compare with).
+    convergence_evidence: ClassVar[bool] = True
+    #: Offer stack jobs (an output ``.zarr`` store, a dask scheduler) in the Advanced section.
+    stack_jobs: ClassVar[bool] = True
     run_finished = Signal(object)
     #: Least seconds between two updates of the progress, status and layer while a fit runs.
     ui_interval: ClassVar[float] = 0.1
@@ -268,8 +292,8 @@ class RestorationWidget(Container):
         self._destroyed = False
         self._n_planes = 1
         self._stack_only: list[Widget] = []
-        preset = "auto"
-        self._iterations_default = get_settings(preset, self.task, device=_device_kind("auto")).iterations
+        preset = self.default_preset
+        self._iterations_default = self._preset_iterations(preset, _device_kind("auto"))
 
         # -- common controls
         self.image = ComboBox(name="image", label="image", choices=self._image_choices, nullable=True,
@@ -285,7 +309,7 @@ class RestorationWidget(Container):
                                           "'iterations' iterations")
         self._stop_row = stop_row = Container(name="stop_row", label="iterations", layout="horizontal", labels=False,
                              widgets=[self.iterations, self.auto_stop])
-        self.preset = ComboBox(name="preset", label="preset", choices=list(presets_for(self.task)), value=preset,
+        self.preset = ComboBox(name="preset", label="preset", choices=self._preset_choices(), value=preset,
                                tooltip="'auto': 'paper' on a GPU; on a CPU 'pretrained' (denoise, inpaint) or "
                                        "'fast' (super-resolve). 'pretrained': a light network started from "
                                        "shipped weights, sees the image with hidden pixels (minutes on a CPU); "
@@ -331,10 +355,14 @@ class RestorationWidget(Container):
         self.weights = FileEdit(name="weights", label="weights", mode="r", filter="*.pt", nullable=True,
                                 tooltip="Starting weights from 'napari-dip pretrain' (a prior for your microscope); "
                                         "empty: the preset's (the shipped weights for 'pretrained')")
-        self.weights.visible = "pretrained" in presets_for(self.task)
+        self.weights.visible = "pretrained" in self._preset_choices()
+        self._stack_runner = StackJobRunner(self) if self.stack_jobs else None
+        if self._stack_runner is not None:  # Advanced: an output .zarr store and a dask scheduler
+            self.scheduler, self.store = self._stack_runner.scheduler, self._stack_runner.store
         self.advanced = Container(name="advanced", labels=True,
                                   widgets=[self.device, self.precision, self.seed, self.preview_every,
-                                           self.warm_start, self.weights, *self._advanced_task_controls()])
+                                           self.warm_start, self.weights, *self._advanced_task_controls(),
+                                           *(self._stack_runner.controls() if self._stack_runner else [])])
         advanced_box, self.advanced_section = _collapsible("Advanced", self.advanced, expanded=False)
 
         # -- run, progress, results
@@ -405,6 +433,46 @@ class RestorationWidget(Container):
         self._on_image_changed(self.image.value)
 
     # -- extending ----------------------------------------------------------------------------
+    def _preset_choices(self) -> list[str]:
+        """The names the preset box offers (default: the core's presets for :attr:`task`)."""
+        return list(presets_for(self.task))
+
+    def _preset_iterations(self, preset: str, device: str, channels: int | None = None) -> int:
+        """The iteration count (or cap) ``preset`` implies on ``device`` (``'cpu'``, ``'cuda'``, ...)
+        for an image with ``channels`` channels (``'auto'`` depends on both)."""
+        return get_settings(preset, self.task, device=device, channels=channels).iterations
+
+    def _read_input(self) -> ImageInput:
+        """The run's input, copied out of the chosen layer (raises ValueError with the reason)."""
+        return read_image_layer(self.image.value)
+
+    def _build_job(self, inp: ImageInput, options: RunOptions):
+        """The job to run: anything with the run interface of a
+        :class:`~napari_dip.core.restore.Restoration` (validated here, in the GUI thread)."""
+        return build_restoration(self.task, inp, options, self._read_mask())
+
+    def _output_kwargs(self, inp: ImageInput, job) -> dict[str, Any]:
+        """``viewer.add_image`` keywords of the output layer (name and placement)."""
+        return output_layer_kwargs(inp, self.task, job.factor)
+
+    def _display_plane(self, s: int, image: np.ndarray) -> np.ndarray:
+        """What the output layer shows for plane ``s``'s estimate ``image`` (``(H, W, C)``)."""
+        return image
+
+    def _display_output(self, outcome, job) -> np.ndarray:
+        """The output layer's data at the end of a run (default: the estimates, ``outcome.data``)."""
+        return outcome.data
+
+    def _finish_result(self, layer, outcome, job, inp: ImageInput) -> str:
+        """Called at the end of a run that kept ``layer``: add figures to its record, or other
+        layers; returns a sentence appended to the status ('' for none)."""
+        return ""
+
+    def _follow_up(self, outcome) -> bool:
+        """Called when a run finished: start another one and return True (``run_finished`` is then
+        emitted at the end of that one), or return False."""
+        return False
+
     def _task_controls(self) -> list[Widget]:
         """Controls of a task in the common section, after ``image`` (none for denoising)."""
         return []
@@ -464,8 +532,8 @@ class RestorationWidget(Container):
     def _on_preset(self, _value: Any = None) -> None:
         """Follow the preset's iteration cap (``'auto'`` depends on the device and on the image's
         channel count) unless the user set one."""
-        new_default = get_settings(str(self.preset.value), self.task, device=_device_kind(str(self.device.value)),
-                                   channels=self._layer_channels(self.image.value)).iterations
+        new_default = self._preset_iterations(str(self.preset.value), _device_kind(str(self.device.value)),
+                                              self._layer_channels(self.image.value))
         if self.iterations.value == self._iterations_default:  # the user kept the default: follow it
             self.iterations.value = new_default
         self._iterations_default = new_default
@@ -597,8 +665,8 @@ class RestorationWidget(Container):
     # -- running ------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        """Whether a fit is in progress."""
-        return self._run is not None
+        """Whether a fit (or a stack job) is in progress."""
+        return self._run is not None or (self._stack_runner is not None and self._stack_runner.running)
 
     def _on_run_clicked(self, _value: Any = None) -> None:
         self.run()
@@ -615,16 +683,18 @@ class RestorationWidget(Container):
         if self.running:
             show_warning(f"{self.title} is already running; cancel it first")
             return None
+        if self._stack_runner is not None and self._stack_runner.requested:
+            return self._stack_runner.run()
         try:
-            inp = read_image_layer(self.image.value)
+            inp = self._read_input()
             options = self.options()
-            job = build_restoration(self.task, inp, options, self._read_mask())
+            job = self._build_job(inp, options)
             planes = self.selected_planes(job.n_slices)
         except (ValueError, TypeError, RuntimeError, MemoryError) as err:
             self._report_error(f"{self.title}: {err}")
             return None
         self._hide_result_actions()
-        kwargs = output_layer_kwargs(inp, self.task, job.factor)
+        kwargs = self._output_kwargs(inp, job)
         # NaN is drawn transparent: the input shows through until a plane has its first preview
         layer = self._viewer.add_image(np.full(job.output.shape, np.nan, dtype=np.float32), **kwargs)
         self._start(job, inp, layer, options, planes)
@@ -663,7 +733,8 @@ class RestorationWidget(Container):
         if planes is None and job.n_slices > 1 and self.follow.value:
             self._show_plane(0)
         self.worker = start_worker(job, generator=drive, kwargs={"control": control, "planes": planes,
-                                                                   "interval": self.ui_interval},
+                                                                   "interval": self.ui_interval,
+                                                                   "evidence": self.convergence_evidence},
                                    connect={"yielded": self._on_update, "returned": self._on_returned,
                                             "errored": self._on_errored, "finished": self._on_finished})
 
@@ -672,6 +743,8 @@ class RestorationWidget(Container):
         if self._run is not None:
             self._run["control"].cancel()
             self._set_status(f"{self.title}: cancelling ...")
+        elif self._stack_runner is not None and self._stack_runner.running:
+            self._stack_runner.cancel()
 
     def stop_after_plane(self, _value: Any = None) -> None:
         """Finish the plane in progress, then stop (stacks)."""
@@ -685,6 +758,8 @@ class RestorationWidget(Container):
         self._destroyed = True
         if self._run is not None:
             self._run["control"].cancel()
+        if self._stack_runner is not None:
+            self._stack_runner.cancel()
         if self.worker is not None:
             self.worker.quit()
 
@@ -698,6 +773,8 @@ class RestorationWidget(Container):
         super().close()
 
     def _on_layer_removed(self, event: Any) -> None:
+        if self._stack_runner is not None and self._stack_runner.layer_removed(event.value):
+            return
         if self._run is not None and event.value is self._run["layer"]:
             self._run["layer_removed"] = True
             self.cancel()
@@ -732,10 +809,10 @@ class RestorationWidget(Container):
         if self._layer_alive():
             data = run["layer"].data
             for s, image in u.done:
-                put_plane(self.job.layout, data, s, image)
+                put_plane(self.job.layout, data, s, self._display_plane(s, image))
                 changed = True
             if u.preview is not None and not self.job.done[u.plane]:
-                put_plane(self.job.layout, data, u.plane, u.preview)
+                put_plane(self.job.layout, data, u.plane, self._display_plane(u.plane, u.preview))
                 changed = True
         if changed:
             self._refresh_layer(force=bool(u.done))
@@ -822,7 +899,7 @@ class RestorationWidget(Container):
             if alive and not keep:
                 self._viewer.layers.remove(layer)
             if keep:
-                layer.data = outcome.data
+                layer.data = self._display_output(outcome, job)
                 if outcome.not_converged:
                     layer.name = layer.name + NOT_CONVERGED
                 layer.metadata["napari_dip"] = run_record(outcome, job.n_slices, self._provenance(run, job))
@@ -830,6 +907,9 @@ class RestorationWidget(Container):
                 layer = None
             text, severity = describe_outcome(outcome, self.title, job.n_slices, run["cap"],
                                               layer.name if layer is not None else None)
+            note = self._finish_result(layer, outcome, job, run["inp"]) if layer is not None else ""
+            if note:
+                text = f"{text} {note}"
             if not alive and outcome.state != "failed":
                 text = f"{self.title} cancelled: the output layer was removed."
                 severity = "info"
@@ -846,6 +926,8 @@ class RestorationWidget(Container):
         self.plot.draw(force=True)
         self.job = None  # frees the network and its memory
         self.output_layer = layer
+        if outcome is not None and outcome.state == "finished" and self._follow_up(outcome):
+            return  # another run started: run_finished comes at its end
         self.run_finished.emit(layer)
 
     def _provenance(self, run: dict[str, Any], job) -> dict[str, Any]:
@@ -877,7 +959,7 @@ class RestorationWidget(Container):
             return
         s, image = outcome.partial
         layout = infer_layout(tuple(layer.data.shape), None, bool(layer.rgb))
-        put_plane(layout, layer.data, s, image)
+        put_plane(layout, layer.data, s, self._display_plane(s, image))
         outcome.partial_kept = True
         record = layer.metadata.get("napari_dip", {})
         record.update({"partial_kept": True, "planes_done": len(outcome.in_data),
