@@ -229,6 +229,10 @@ def ratios(results: Sequence[Result]) -> list[str]:
             extra.append(f"{ref.seconds / r.seconds:6.1f}x faster than default, {r.psnr - ref.psnr:+5.2f} dB")
         if bm is not None and r.method != "bm3d":
             extra.append(f"{r.seconds / bm.seconds:6.1f}x bm3d's time, {r.psnr - bm.psnr:+5.2f} dB")
+        if len(r.curve) > 1:  # how soon the curve came within 0.1 dB of the final result (a perfect stop)
+            near = next((t for _, t, p in r.curve if p >= r.psnr - 0.1), None)
+            if near is not None:
+                extra.append(f"within 0.1 dB of final at {near:.0f} s")
         lines.append(f"{r.set:7s} {r.image:22s} {r.method:14s} noisy {r.noisy_psnr:6.2f}  final {r.psnr:6.2f}  "
                      f"best {r.best_psnr if r.best_psnr is not None else float('nan'):6.2f}  {r.seconds:8.1f} s  "
                      f"{'' if r.iterations is None else f'{r.iterations:6d} it'}  {r.note:22s}  " + "; ".join(extra))
@@ -331,17 +335,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="cancel a DIP fit still running after this many seconds (noted; a lower bound)")
     p.add_argument("--json", type=Path, default=None, help="append every result (with curves) to this JSON file")
     p.add_argument("--plot", type=Path, default=None, help="draw the curves of --from files into this PNG")
-    p.add_argument("--from", dest="sources", nargs="+", type=Path, default=[])
+    p.add_argument("--from", dest="sources", nargs="+", type=Path, default=[],
+                   help="print the tables (and with --plot draw the curves) of earlier --json files; runs nothing")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> list[Result]:
     args = parse_args(argv)
-    if args.plot is not None and args.sources:
+    if args.sources:  # replay: tables (and the plot) of earlier runs
         loaded = [r for f in args.sources for r in json.loads(f.read_text())]
-        print("\n".join(summary([Result(**{**r, "curve": [tuple(c) for c in r["curve"]]}) for r in loaded])))
-        plot(loaded, args.plot)
-        return []
+        results = [Result(**{**r, "curve": [tuple(c) for c in r["curve"]]}) for r in loaded]
+        print("\n".join(["per image:"] + ratios(results) + summary(results)))
+        if args.plot is not None:
+            plot(loaded, args.plot)
+        return results
     import torch
 
     if args.threads:
