@@ -72,7 +72,8 @@ class Settings:
     noise_gain, noise_read_variance, noise_offset : float or None
         The camera's noise, in the input's units: variance = ``noise_gain * (intensity -
         noise_offset) + noise_read_variance`` (gain > 0, read variance >= 0; offset default 0).
-        Given, they are used instead of the estimate (and imply the Poisson-Gaussian model).
+        Given (with ``noise_model='poisson-gaussian'`` or ``'auto'``), they are used instead of the
+        estimate; with ``'gaussian'`` they are an error.
     """
 
     network: str = "skip"
