@@ -132,8 +132,17 @@ def stack_image(data: Path, planes: int, seed: int) -> Image:
 
 
 # -- methods -----------------------------------------------------------------------------------
-def run_dip(img: Image, method: str, settings: dict[str, Any], device: str, every: int) -> Result:
-    """An automatic DIP fit of ``img`` with ``settings`` (``preset`` and any engine setting)."""
+class _TimeLimit(Exception):
+    """Raised from the snapshot callback when a fit passes ``--time-limit``."""
+
+
+def run_dip(img: Image, method: str, settings: dict[str, Any], device: str, every: int,
+            time_limit: float | None = None) -> Result:
+    """An automatic DIP fit of ``img`` with ``settings`` (``preset`` and any engine setting).
+
+    With ``time_limit`` (seconds) a fit still running then is cancelled and kept as it was (the
+    engine's best estimate so far); its note says so, and its time is a lower bound of the fit's.
+    """
     from napari_dip.core.restore import Restoration
 
     start = time.perf_counter()
@@ -142,6 +151,8 @@ def run_dip(img: Image, method: str, settings: dict[str, Any], device: str, ever
     done_iterations = [0]
 
     def follow(snap) -> None:
+        if time_limit is not None and time.perf_counter() - start > time_limit:
+            raise _TimeLimit
         if snap.ema is None or stack:
             return
         curve.append((snap.iteration, time.perf_counter() - start, psnr(np.clip(np.squeeze(snap.ema), 0, img.peak),
@@ -149,15 +160,22 @@ def run_dip(img: Image, method: str, settings: dict[str, Any], device: str, ever
 
     options = dict(settings)
     job = Restoration("denoise", img.noisy, iterations="auto", device=device, preview_every=every, **options)
-    out = job.run(follow)
+    try:
+        out, limited = job.run(follow), False
+    except _TimeLimit:
+        out, limited = job.result(cancelled=True), True
     seconds = time.perf_counter() - start
     fits = [f for f in job.fits if f is not None]
     done_iterations[0] = int(sum(f.iterations for f in fits))
+    if limited and job.current is not None:
+        done_iterations[0] += int(job.current.iteration)
     final = psnr(np.clip(out, 0, img.peak), img.clean, img.peak)
     if stack:
         curve = [(done_iterations[0], seconds, final)]
     note = f"stop {fits[0].best_iteration}/{fits[0].iterations}" if len(fits) == 1 else \
-        f"{len(fits)} planes, {done_iterations[0] / len(fits):.0f} it/plane"
+        "" if not fits else f"{len(fits)} planes, {done_iterations[0] / len(fits):.0f} it/plane"
+    if limited:
+        note = f"NOT STOPPED: time limit {time_limit:.0f} s at it {done_iterations[0]}; time is a lower bound"
     return Result(img.set, img.name, method, psnr(img.noisy, img.clean, img.peak), final, seconds,
                   done_iterations[0], max([c[2] for c in curve], default=final), curve, note)
 
@@ -309,6 +327,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--color-crop", type=int, default=128)
     p.add_argument("--planes", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="cancel a DIP fit still running after this many seconds (noted; a lower bound)")
     p.add_argument("--json", type=Path, default=None, help="append every result (with curves) to this JSON file")
     p.add_argument("--plot", type=Path, default=None, help="draw the curves of --from files into this PNG")
     p.add_argument("--from", dest="sources", nargs="+", type=Path, default=[])
@@ -347,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
                     settings = BUILTIN_METHODS.get(m) or extra.get(m)
                     if settings is None:
                         raise SystemExit(f"unknown method {m!r}: use {sorted(BUILTIN_METHODS)}, bm3d, zs-n2n or --method")
-                    r = run_dip(img, m, settings, args.device, args.every)
+                    r = run_dip(img, m, settings, args.device, args.every, args.time_limit)
                 results.append(r)
                 print(ratios([x for x in results if (x.set, x.image) == (img.set, img.name)])[-1], flush=True)
                 if args.json:

@@ -178,3 +178,24 @@ def test_bf16_on_cpu_is_opt_in_and_still_improves(smooth_rgb):
     assert res.image.dtype == np.float32 and np.isfinite(res.image).all()
     assert psnr(res.image, smooth_rgb, 1.0) > psnr(noisy, smooth_rgb, 1.0) + 5
 
+
+
+def test_warm_planes_use_the_warm_patience():
+    from napari_dip.core.restore import Restoration
+
+    rng = np.random.default_rng(0)
+    stack = (smooth_gray(32)[None] + 0.05 * rng.standard_normal((3, 32, 32))).astype(np.float32)
+    seen: dict[int, int] = {}
+
+    def follow(snap):
+        seen.setdefault(snap.slice_index, job.current.settings.stop_patience)
+
+    job = Restoration("denoise", stack, preset="fast", iterations=12, device="cpu", warm_start=True,
+                      warm_stop_patience=7, stop_patience=40)
+    job.run(follow)
+    assert seen == {0: 40, 1: 7, 2: 7}  # the first plane starts cold
+    job = Restoration("denoise", stack, preset="fast", iterations=12, device="cpu",
+                      warm_stop_patience=7, stop_patience=40)
+    seen.clear()
+    job.run(follow)
+    assert seen == {0: 40, 1: 40, 2: 40}  # no warm start: no warm patience

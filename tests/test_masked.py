@@ -12,7 +12,9 @@ from napari_dip.core.fit import Fitter, fit
 from napari_dip.core.masking import CORRELATED_NOISE_RATIO, WHITE_NOISE_RATIO, check_mask_ratio, hide
 from napari_dip.core.networks import DIPNet
 from napari_dip.core.operators import Downsampler, Mask
+from napari_dip.core.restore import Restoration
 from napari_dip.core.settings import get_settings, presets_for, resolve_preset
+from napari_dip.core.weights import builtin_path
 from napari_dip.samples import psnr
 
 MASKED = get_settings("pretrained", "denoise", weights=None)  # random start: no shipped file needed
@@ -142,8 +144,44 @@ def test_auto_preset_resolves_by_device_and_task():
     assert resolve_preset("auto", "denoise", "cuda:1") == "paper"
     assert resolve_preset("auto", "super_resolve", torch.device("mps")) == "paper"
     assert resolve_preset("fast", "denoise", "cuda") == "fast"
+    # the light masked net only where weights ship for the image's channel count
+    assert resolve_preset("auto", "denoise", "cpu", channels=1) == "pretrained"
+    assert resolve_preset("auto", "denoise", "cpu", channels=2) == "fast"  # no 2-channel weights
+    rgb = builtin_path(3) is not None and builtin_path(3).is_file()
+    assert resolve_preset("auto", "denoise", "cpu", channels=3) == ("pretrained" if rgb else "fast")
+    assert resolve_preset("auto", "denoise", "cuda", channels=2) == "paper"
+    job = Restoration("denoise", np.zeros((2, 16, 16), np.float32), channel_axis=0, device="cpu")
+    assert job.resolved_preset == "fast" and job.settings.input_kind == "noise"
+    assert Restoration("denoise", np.zeros((16, 16), np.float32), device="cpu").settings.input_kind == "masked"
     assert "pretrained" not in presets_for("super_resolve") and "pretrained" in presets_for("denoise")
     with pytest.raises(ValueError, match="no settings for 'super_resolve'"):
         get_settings("pretrained", "super_resolve")
     with pytest.raises(ValueError, match="unknown preset"):
         get_settings("turbo", "denoise")
+
+
+def test_a_tolerant_hold_out_stops_on_a_creeping_signal_but_keeps_the_latest_minimum():
+    from napari_dip.core.stopping import HoldOut
+
+    y = torch.zeros(1, 1, 4, 4)
+    held = torch.ones(1, 1, 4, 4)
+    strict = HoldOut(lambda x: x, y, held, patience=20, every=1, min_iterations=1)
+    tolerant = HoldOut(lambda x: x, y, held, patience=20, every=1, min_iterations=1, tolerance=0.02)
+    stops = {}
+    for it in range(1, 200):
+        value = 1.0 if it < 10 else 0.9 * (1 - 0.0002 * (it - 10))  # one real drop, then a 0.02 % creep
+        est = torch.full((1, 1, 4, 4), value ** 0.5)
+        for name, rule in (("strict", strict), ("tolerant", tolerant)):
+            check = rule.update(it, est, est)
+            if name == "tolerant" and it > 10:
+                assert check.capture  # every new minimum is still kept as the estimate
+            if check.stop and name not in stops:
+                stops[name] = it
+    assert stops.get("tolerant") == 30 and "strict" not in stops
+
+
+def test_masked_fits_on_correlated_noise_use_the_tolerant_hold_out():
+    white = Fitter(_t(add_noise(smooth_gray(96), 0.08)), settings=MASKED, iterations="auto", device="cpu")
+    corr = Fitter(_t(_correlated()), settings=MASKED, iterations="auto", device="cpu")
+    assert white.stop_rules == corr.stop_rules == ["holdout"]
+    assert white.rules[0].tolerance == 0.0 and corr.rules[0].tolerance == 0.02

@@ -777,6 +777,15 @@ def test_presets_default_to_auto_and_list_only_what_applies(viewer):
         w.iterations.value = 777
         w.preset.value = "paper"
         assert w.iterations.value == 777
+    # 'auto' on a CPU: the cap of what it resolves to for the chosen image
+    w = DenoiseWidget(viewer)
+    w.device.value = "cpu"
+    w.image.value = viewer.add_image(np.zeros((16, 16), np.float32), name="gray")
+    assert w.iterations.value == 1000  # 'pretrained'
+    from napari_dip.core.weights import builtin_path
+
+    w.image.value = viewer.add_image(np.zeros((16, 16, 3), np.float32), name="colour", rgb=True)
+    assert w.iterations.value == (1000 if builtin_path(3).is_file() else 3000)  # no RGB weights: 'fast'
 
 
 def test_auto_on_a_cpu_fits_from_the_chosen_weights_and_records_them(qtbot, viewer, tmp_path):

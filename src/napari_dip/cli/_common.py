@@ -137,7 +137,7 @@ def parse_factor(value: str) -> int:
 # -- options ---------------------------------------------------------------------------------------
 def add_precision(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto (default): bf16 on CUDA, fp32 elsewhere; bf16 on a CPU with AMX is 1.2-2.3x faster "
+                   help="auto (default): fp32 (TF32 arithmetic on CUDA); bf16 on a CPU with AMX is 1.2-2.3x faster "
                         "per iteration at slightly lower quality (docs/performance.md)")
 
 

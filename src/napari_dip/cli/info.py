@@ -25,8 +25,10 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"napari-dip {__version__}, torch {torch.__version__}")
     print(f"devices: {', '.join(available_devices())} (auto -> {resolve_device('auto')})")
     device = resolve_device("auto")
-    print("preset auto -> " + ", ".join(f"{task}: {resolve_preset('auto', task, device)}" for task in
-                                        ("denoise", "inpaint", "super_resolve")) + f" (on {device})")
+    for label, channels in (("grayscale", 1), ("RGB", 3)):
+        print(f"preset auto -> {label}: " + ", ".join(f"{task}: {resolve_preset('auto', task, device, channels)}"
+                                                     for task in ("denoise", "inpaint", "super_resolve"))
+              + f" (on {device})")
     for preset, tasks in PRESETS.items():
         for task, s in tasks.items():
             masked = s.input_kind == "masked"

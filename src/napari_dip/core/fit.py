@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +23,14 @@ import torch.nn.functional as F
 
 from .devices import resolve_device
 from .inputs import make_input
-from .masking import CORRELATED_NOISE_AVERAGE, check_mask_ratio, choose_mask_ratio, hide, masked_input
+from .masking import (
+    CORRELATED_NOISE_AVERAGE,
+    CORRELATED_NOISE_TOLERANCE,
+    check_mask_ratio,
+    choose_mask_ratio,
+    hide,
+    masked_input,
+)
 from .networks import DIPNet, build_network, stack_state
 from .operators import Identity, LinearOperator, Mask
 from .settings import STOP_RULES, Settings, get_settings
@@ -206,8 +213,9 @@ class Fitter:
         A fixed network input ``(1, in_channels, H, W)`` at the output size (e.g. the flash image
         of flash/no-flash) instead of the random code; it is reflect-padded like the output.
     precision : {'auto', 'fp32', 'bf16', 'fp16'}
-        ``'auto'``: bf16 autocast on CUDA, fp32 elsewhere. ``'bf16'`` on the CPU is an opt-in
-        autocast: on CPUs with AMX it ran 2.3x (``paper``) and 1.2x (``fast``) faster per
+        ``'auto'``: float32 everywhere, with TF32 convolutions and matrix products on CUDA (bf16
+        cost about 0.3 dB on the CPU and has not been measured equal on a GPU). ``'bf16'`` is an
+        opt-in autocast (CUDA and CPU): on CPUs with AMX it ran 2.3x (``paper``) and 1.2x (``fast``) faster per
         iteration, at 0.2-0.5 dB lower PSNR after equal iteration counts (docs/performance.md);
         on CPUs without native bf16 it is slower. ``'fp16'`` applies on CUDA only.
     sync_every : int, optional
@@ -231,7 +239,8 @@ class Fitter:
                  device: str | torch.device = "auto", seed: int = 0, preview_every: int = 0,
                  export: Export | None = None, net: DIPNet | None = None, init_state: dict | None = None,
                  precision: str = "auto", sync_every: int | None = None, input: torch.Tensor | None = None,
-                 groups: int = 1, channels_last: bool | None = None, noise_levels=None):
+                 groups: int = 1, channels_last: bool | None = None,
+                 noise_levels: Sequence[float | None] | None = None):
         try:
             self._setup(target, operator, settings, iterations, device, seed, preview_every, export, net,
                         init_state, precision, sync_every, input, groups, channels_last, noise_levels)
@@ -262,12 +271,10 @@ class Fitter:
         if precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"unknown precision {precision!r}; use 'auto', 'fp32', 'bf16' or 'fp16'")
         self.amp_dtype = None
-        if cuda and precision in ("auto", "bf16"):
+        if precision == "bf16" and self.device.type in ("cuda", "cpu"):
             self.amp_dtype = torch.bfloat16
         elif cuda and precision == "fp16":
             self.amp_dtype = torch.float16
-        elif self.device.type == "cpu" and precision == "bf16":
-            self.amp_dtype = torch.bfloat16
 
         out_shape = self.operator.input_shape(self.target.shape)
         self.out_size = (int(out_shape[-2]), int(out_shape[-1]))
@@ -290,13 +297,15 @@ class Fitter:
         in_channels = channels + 1 if self.masked else s.input_channels
         self.mask_ratio: float | None = None
         self.average_weight = s.ema
-        if self.masked:  # 'auto': 0.3 for white noise, 0.9 (and a longer average) for correlated noise
+        self._holdout_tolerance = 0.0
+        if self.masked:  # 'auto': 0.3 for white noise, 0.9 (a longer average, a tolerant hold-out) for correlated
             self.mask_ratio = check_mask_ratio(s.mask_ratio)
             if self.mask_ratio == "auto":
                 correlation = noise_correlation(self.target) if isinstance(self.operator, Identity) else None
                 self.mask_ratio, correlated = choose_mask_ratio(correlation, CORRELATED_NOISE_THRESHOLD)
                 if correlated:
                     self.average_weight = max(s.ema, CORRELATED_NOISE_AVERAGE)
+                    self._holdout_tolerance = CORRELATED_NOISE_TOLERANCE
         self.weights_file: str | None = None
         if net is None and init_state is None and s.weights is not None:
             path = resolve_weights(s.weights, channels)
@@ -335,6 +344,9 @@ class Fitter:
             self.net = self.net.to(memory_format=torch.channels_last)
         if cuda:
             torch.backends.cudnn.benchmark = True
+            if precision == "auto":  # float32 storage, TF32 arithmetic in convolutions and matrix products
+                torch.backends.cudnn.allow_tf32 = True
+                torch.backends.cuda.matmul.allow_tf32 = True
         if self.masked:  # the input is built from the image every iteration (after the hold-out below)
             z = torch.zeros(1, 1, 1, 1)  # unused
             self._noise_shape = ()
@@ -408,7 +420,7 @@ class Fitter:
                 # the held-out pixels are known pixels, where a mask operator is the identity
                 op = Identity() if isinstance(self.operator, Mask) else self.operator
                 self.rules.append(HoldOut(op, self.target[:, c], held[:, c], s.stop_patience, s.stop_every,
-                                          s.min_iterations))
+                                          s.min_iterations, tolerance=self._holdout_tolerance))
             elif level > 0:
                 self.rules.append(Discrepancy(self.operator, self.target[:, c], weight[:, c], level, s.stop_every,
                                               s.min_iterations))

@@ -153,11 +153,13 @@ class Restoration:
         self.device = resolve_device(device)
         #: the preset asked for, and what ``'auto'`` resolved to on this device
         self.preset = preset if isinstance(preset, str) else "custom"
-        self.resolved_preset = resolve_preset(preset, task, self.device) if isinstance(preset, str) else "custom"
-        self.settings = get_settings(preset, task, device=self.device, **overrides)
-        check_noise_settings(self.settings, task)
         arr = check_image(image, allow_nonfinite=task == "inpaint")
         self.layout = infer_layout(arr.shape, channel_axis, rgb)
+        channels = self.layout.channels
+        self.resolved_preset = (resolve_preset(preset, task, self.device, channels) if isinstance(preset, str)
+                                else "custom")
+        self.settings = get_settings(preset, task, device=self.device, channels=channels, **overrides)
+        check_noise_settings(self.settings, task)
         self.image = arr
         h, w = self.layout.plane_shape
         self.factor = 1
@@ -372,10 +374,14 @@ class Restoration:
             iterations = 0
             for k, region in enumerate(regions):
                 target, op, export = self._problem(s, region if acc is not None else None)
-                self.current = Fitter(target, op, self.settings, iterations=self.iterations, device=self.device,
+                warm = self.warm_start and self._state is not None
+                settings = self.settings
+                if warm and settings.warm_stop_patience is not None:
+                    settings = settings.replace(stop_patience=settings.warm_stop_patience)
+                self.current = Fitter(target, op, settings, iterations=self.iterations, device=self.device,
                                       seed=self.seed, preview_every=self.preview_every, export=export,
                                       precision=self.precision,
-                                      init_state=self._state if self.warm_start else None,
+                                      init_state=self._state if warm else None,
                                       noise_levels=[self.noise_plan(s).level])
                 tiled = acc is not None
                 self._tile = (region, acc, wsum) if tiled else None

@@ -57,6 +57,10 @@ class Settings:
         (:func:`~napari_dip.core.stopping.choose_rule`) and the hold-out otherwise.
         Signals are computed every ``stop_every`` iterations; the fit stops after
         ``stop_patience`` iterations without a new minimum, never before ``min_iterations``.
+    warm_stop_patience : int or None
+        The patience of a plane that starts warm from its neighbour's fitted weights (a stack with
+        ``warm_start``): such a plane starts near its result, so it can stop sooner. ``None`` (default):
+        ``stop_patience``.
     rollback_factor : float
         Roll back to the last good weights if the loss exceeds this multiple of the last good
         loss (10**0.5 = a 5 dB PSNR drop, as in the reference code), or is not finite.
@@ -92,6 +96,7 @@ class Settings:
     holdout_min_values: int = 500
     stop_window: int = 100
     stop_patience: int = 200
+    warm_stop_patience: int | None = None
     stop_every: int = 5
     min_iterations: int = 100
     rollback_factor: float = 10 ** 0.5
@@ -151,27 +156,35 @@ def presets_for(task: str) -> tuple[str, ...]:
     return ("auto", *(name for name, tasks in PRESETS.items() if task in tasks))
 
 
-def resolve_preset(preset: str, task: str, device: Any = "cpu") -> str:
+def resolve_preset(preset: str, task: str, device: Any = "cpu", channels: int | None = None) -> str:
     """The preset ``'auto'`` stands for on ``device``; other names are returned unchanged.
 
     On a GPU (CUDA, MPS) ``'auto'`` is ``'paper'``, the reference network. On a CPU it is
     ``'pretrained'`` for denoising and inpainting (a light network started from the shipped
-    pre-trained weights: on 512 px FMD frames the same PSNR as ``'fast'`` in a fraction of its time,
-    docs/performance.md) and ``'fast'`` for super-resolution.
+    pre-trained weights: docs/performance.md) and ``'fast'`` for super-resolution, and for images
+    with a channel count (``channels``) the package ships no weights for.
     """
     if preset != "auto":
         return preset
     kind = str(getattr(device, "type", device)).split(":")[0]
     if kind in ("cuda", "mps"):
         return "paper"
-    return "pretrained" if task in PRESETS["pretrained"] else "fast"
+    if task not in PRESETS["pretrained"]:
+        return "fast"
+    if channels is not None:
+        from .weights import builtin_path  # torch: only when an image is being set up
+
+        path = builtin_path(channels)
+        if path is None or not path.is_file():
+            return "fast"
+    return "pretrained"
 
 
 def get_settings(preset: str | Settings = "paper", task: str = "denoise", *, device: Any = "cpu",
-                 **overrides: Any) -> Settings:
+                 channels: int | None = None, **overrides: Any) -> Settings:
     """Settings of ``preset`` for ``task``, with ``overrides`` applied.
 
-    ``preset='auto'`` is resolved for ``device`` (:func:`resolve_preset`).
+    ``preset='auto'`` is resolved for ``device`` and the image's ``channels`` (:func:`resolve_preset`).
 
     Raises
     ------
@@ -185,7 +198,7 @@ def get_settings(preset: str | Settings = "paper", task: str = "denoise", *, dev
     if isinstance(preset, Settings):
         base = preset
     else:
-        name = resolve_preset(preset, task, device)
+        name = resolve_preset(preset, task, device, channels)
         if name not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESET_NAMES)}")
         if task not in PRESETS[name]:

@@ -83,17 +83,27 @@ class _MinimumTracker:
     With ``delay`` > 0 the estimate is captured ``delay`` iterations after a signal minimum (at the
     first update at or after it; a newer minimum before then restarts the wait), and no stop is
     requested while a capture is pending.
+
+    With ``tolerance`` > 0 every new minimum is still captured, but only a minimum more than
+    ``tolerance`` (a fraction) below the last such significant one restarts the patience: a signal
+    that keeps creeping down by less stops the fit ``patience`` iterations after its last real
+    improvement.
     """
 
-    def __init__(self, patience: int, every: int, min_iterations: int, delay: int = 0):
+    def __init__(self, patience: int, every: int, min_iterations: int, delay: int = 0, tolerance: float = 0.0):
         if patience < 1 or every < 1:
             raise ValueError("patience and every must be >= 1")
         if delay < 0:
             raise ValueError(f"delay must be >= 0, got {delay}")
+        if not 0.0 <= tolerance < 1.0:
+            raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
         self.patience, self.every, self.min_iterations = int(patience), int(every), int(min_iterations)
         self.delay = int(delay)
+        self.tolerance = float(tolerance)
         self.best_signal = math.inf
         self.best_iteration = 0
+        self._significant_signal = math.inf
+        self._significant_iteration = 0
         self.capture_at: int | None = None
 
     @property
@@ -105,6 +115,8 @@ class _MinimumTracker:
         improved = signal < self.best_signal
         if improved:
             self.best_signal, self.best_iteration = signal, iteration
+        if signal < self._significant_signal * (1.0 - self.tolerance):
+            self._significant_signal, self._significant_iteration = signal, iteration
         if self.delay == 0:
             capture = improved
         elif improved:
@@ -113,7 +125,7 @@ class _MinimumTracker:
             capture = self.capture_at is not None and iteration >= self.capture_at
             if capture:
                 self.capture_at = None
-        stop = (iteration >= self.min_iterations and iteration - self.best_iteration >= self.patience
+        stop = (iteration >= self.min_iterations and iteration - self._significant_iteration >= self.patience
                 and self.capture_at is None)
         return StopCheck(signal, improved, stop, capture)
 
@@ -278,8 +290,8 @@ class HoldOut(_MinimumTracker):
     """
 
     def __init__(self, operator, target: torch.Tensor, held_out: torch.Tensor, patience: int = 200,
-                 every: int = 5, min_iterations: int = 100):
-        super().__init__(patience, every, min_iterations)
+                 every: int = 5, min_iterations: int = 100, tolerance: float = 0.0):
+        super().__init__(patience, every, min_iterations, tolerance=tolerance)
         self.operator = operator
         self.target = target
         self.held_out = held_out.expand_as(target)

@@ -45,7 +45,7 @@ class RunOptions:
     warm_start : bool
         Start each plane of a stack from the previous plane's weights.
     precision : str
-        ``'auto'`` (bf16 on CUDA, fp32 elsewhere), ``'fp32'`` or ``'bf16'`` (faster on CPUs with
+        ``'auto'`` (fp32; TF32 arithmetic on CUDA), ``'fp32'`` or ``'bf16'`` (faster on CPUs with
         AMX, slightly lower quality; see docs/performance.md).
     factor : int
         Super-resolution factor (ignored by other tasks).

@@ -317,7 +317,7 @@ class RestorationWidget(Container):
                                tooltip="Where to fit: 'auto' picks a GPU if there is one")
         self.precision = ComboBox(name="precision", label="precision", choices=["auto", "fp32", "bf16"],
                                   value="auto",
-                                  tooltip="'auto': bf16 on a GPU, fp32 on a CPU; 'bf16' on a CPU with AMX is "
+                                  tooltip="'auto': fp32 (TF32 arithmetic on a GPU); 'bf16' on a CPU with AMX is "
                                           "1.2-2.3x faster per iteration at slightly lower quality")
         self.seed = SpinBox(name="seed", label="seed", value=0, min=0, max=2**31 - 1,
                             tooltip="Random seed: the same seed gives the same result on a CPU")
@@ -462,9 +462,10 @@ class RestorationWidget(Container):
         self.iterations.label = self._stop_row.label = "max iterations" if value else "iterations"
 
     def _on_preset(self, _value: Any = None) -> None:
-        """Follow the preset's iteration cap (``'auto'`` depends on the device) unless the user set one."""
-        new_default = get_settings(str(self.preset.value), self.task,
-                                   device=_device_kind(str(self.device.value))).iterations
+        """Follow the preset's iteration cap (``'auto'`` depends on the device and on the image's
+        channel count) unless the user set one."""
+        new_default = get_settings(str(self.preset.value), self.task, device=_device_kind(str(self.device.value)),
+                                   channels=self._layer_channels(self.image.value)).iterations
         if self.iterations.value == self._iterations_default:  # the user kept the default: follow it
             self.iterations.value = new_default
         self._iterations_default = new_default
@@ -478,7 +479,17 @@ class RestorationWidget(Container):
         except (ValueError, TypeError):
             return 1
 
+    def _layer_channels(self, layer: Any) -> int | None:
+        """The channel count the core sees for ``layer`` (None when unknown)."""
+        if layer is None or getattr(layer, "multiscale", False):
+            return None
+        try:
+            return infer_layout(tuple(layer.data.shape), None, bool(getattr(layer, "rgb", False))).channels
+        except (ValueError, TypeError):
+            return None
+
     def _on_image_changed(self, layer: Any = None) -> None:
+        self._on_preset()
         n = self._layer_planes(layer)
         self._n_planes = n
         for spin in (self.first_plane, self.last_plane):
