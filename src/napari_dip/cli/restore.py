@@ -51,6 +51,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``denoise``, ``inpaint``, ``super-resolve`` and ``demo`` (each sets ``handler``)."""
     p = subparsers.add_parser("denoise", help="denoise an image or stack")
     add_common(p)
+    p.add_argument("--noise-model", choices=["gaussian", "poisson-gaussian", "auto"], default=None,
+                   help="gaussian (default: one noise level), poisson-gaussian (shot + read noise: fit in the "
+                        "variance-stabilised domain, parameters estimated from each plane unless given) or "
+                        "auto (measure each plane and choose)")
+    p.add_argument("--noise-gain", type=float, default=None, metavar="A",
+                   help="the camera's gain (intensity units per photon; > 0), with --noise-read-variance")
+    p.add_argument("--noise-read-variance", type=float, default=None, metavar="B",
+                   help="the read noise's variance in intensity units squared (>= 0)")
+    p.add_argument("--noise-offset", type=float, default=None, metavar="C",
+                   help="the camera's offset (the intensity of zero photons; default 0)")
     p.set_defaults(handler=run_restoration)
     p = subparsers.add_parser("inpaint", help="fill in masked pixels")
     add_common(p)
@@ -99,6 +109,9 @@ def run_restoration(args: argparse.Namespace) -> int:
                                   **weights_option(args.weights))
     if task == "super_resolve":
         kwargs.update(factor=args.factor, kernel=args.kernel)
+    for key in ("noise_model", "noise_gain", "noise_read_variance", "noise_offset"):
+        if getattr(args, key, None) is not None:  # denoise only; unset keeps the engine's default
+            kwargs[key] = getattr(args, key)
     if args.output.suffix.lower() == ".zarr" or args.scheduler is not None:
         from .distributed import run_cli
 

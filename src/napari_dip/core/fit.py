@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -228,6 +228,10 @@ class Fitter:
         convolutions. Each image gets exactly what a single fit with the same seed gets (code,
         initial weights, jitter, hold-out pixels, its own loss normalisation, stopping and best
         iteration), so results do not depend on which images share a batch.
+    noise_levels : sequence of float or None, optional
+        Per image, the noise variance of the target where it is known (e.g. 1/scale**2 in the
+        variance-stabilised domain of :mod:`napari_dip.core.noise`): the discrepancy rule stops at it
+        instead of its estimate from the image (:func:`~napari_dip.core.stopping.noise_variance`).
     """
 
     def __init__(self, target: torch.Tensor, operator: LinearOperator | None = None,
@@ -235,10 +239,11 @@ class Fitter:
                  device: str | torch.device = "auto", seed: int = 0, preview_every: int = 0,
                  export: Export | None = None, net: DIPNet | None = None, init_state: dict | None = None,
                  precision: str = "auto", sync_every: int | None = None, input: torch.Tensor | None = None,
-                 groups: int = 1, channels_last: bool | None = None):
+                 groups: int = 1, channels_last: bool | None = None,
+                 noise_levels: Sequence[float | None] | None = None):
         try:
             self._setup(target, operator, settings, iterations, device, seed, preview_every, export, net,
-                        init_state, precision, sync_every, input, groups, channels_last)
+                        init_state, precision, sync_every, input, groups, channels_last, noise_levels)
         except Exception as err:
             if _is_oom(err):
                 raise DIPMemoryError(f"out of memory while setting up the fit of a {tuple(target.shape[-2:])} "
@@ -247,7 +252,7 @@ class Fitter:
             raise
 
     def _setup(self, target, operator, settings, iterations, device, seed, preview_every, export, net,
-               init_state, precision, sync_every, input, groups, channels_last) -> None:
+               init_state, precision, sync_every, input, groups, channels_last, noise_levels=None) -> None:
         if target.ndim != 4 or target.shape[0] != 1:
             raise ValueError(f"target must be a (1, C, H, W) tensor, got shape {tuple(target.shape)}")
         self.settings = settings or get_settings("paper", "denoise")
@@ -407,7 +412,10 @@ class Fitter:
                 weight = train
         for g in range(self.groups):
             c = slice(g * channels, (g + 1) * channels)
-            level = noise_variance(self.target[:, c]) if self.auto and group_rules[g] == "discrepancy" else 0.0
+            level = 0.0
+            if self.auto and group_rules[g] == "discrepancy":
+                known_level = noise_levels[g] if noise_levels is not None else None
+                level = known_level if known_level is not None else noise_variance(self.target[:, c])
             if held is not None and group_rules[g] == "holdout":
                 # the held-out pixels are known pixels, where a mask operator is the identity
                 op = Identity() if isinstance(self.operator, Mask) else self.operator

@@ -21,6 +21,7 @@ from .devices import resolve_device
 from .fit import DIPMemoryError, FitResult, Fitter, Snapshot, check_iterations, drain
 from .layout import Intensity, check_image, check_mask, get_plane, infer_layout, put_plane
 from .memory import available_bytes, estimate_fit_bytes, format_bytes, largest_fitting_side
+from .noise import NoisePlan, check_noise_settings, plan_noise
 from .operators import Downsampler, Identity, LinearOperator, Mask
 from .settings import TASKS, get_settings, resolve_preset
 
@@ -158,6 +159,7 @@ class Restoration:
         self.resolved_preset = (resolve_preset(preset, task, self.device, channels) if isinstance(preset, str)
                                 else "custom")
         self.settings = get_settings(preset, task, device=self.device, channels=channels, **overrides)
+        check_noise_settings(self.settings, task)
         self.image = arr
         h, w = self.layout.plane_shape
         self.factor = 1
@@ -205,6 +207,8 @@ class Restoration:
         self.output = np.full(out_shape, np.nan, dtype=np.float32)
         self.done = np.zeros(self.layout.n_slices, dtype=bool)
         self.fits: list[FitResult | None] = [None] * self.layout.n_slices
+        #: each plane's noise model (:func:`~napari_dip.core.noise.plan_noise`), made when it is first fitted
+        self.noise: list[NoisePlan | None] = [None] * self.layout.n_slices
         self.current: Fitter | None = None
         self.current_slice = -1
         self._tile: tuple | None = None
@@ -254,13 +258,32 @@ class Restoration:
                 for x0, x1 in plan_tiles(w, self.tile_side, self.tile_overlap)]
 
     # -- one plane ----------------------------------------------------------------------------
+    def noise_plan(self, s: int) -> NoisePlan:
+        """The noise model of plane ``s`` (measured on the whole plane once, also when tiled)."""
+        if self.noise[s] is None:
+            self.noise[s] = plan_noise(get_plane(self.layout, self.image, s), self.settings, self.task,
+                                       rgb=self.layout.rgb)
+        return self.noise[s]
+
+    def _with_noise(self, s: int, res: FitResult, **changes: Any) -> FitResult:
+        """``res`` without its image, its history holding plane ``s``'s noise model."""
+        plan = self.noise[s]
+        history = {**res.history, **plan.history()} if plan is not None else res.history
+        return dataclasses.replace(res, image=None, history=history, **changes)
+
     def _problem(self, s: int, region: tuple[int, int, int, int] | None = None
                  ) -> tuple[torch.Tensor, LinearOperator, Callable[[torch.Tensor], np.ndarray]]:
-        """Target tensor, operator and export function of plane ``s`` (or a region of it)."""
+        """Target tensor, operator and export function of plane ``s`` (or a region of it).
+
+        With the Poisson-Gaussian noise model the target is the variance-stabilised plane mapped to
+        ``[0, 1]``, and the export inverts that (exact unbiased inverse) back to the input's units.
+        """
         h, w = self.layout.plane_shape
         y0, y1, x0, x1 = region or (0, h, 0, w)
         original = get_plane(self.layout, self.image, s)[y0:y1, x0:x1]  # (h, w, C), input units
-        plane = self.intensity.normalise(original)
+        noise = self.noise_plan(s)
+        intensity = noise if noise.stabilised else self.intensity
+        plane = intensity.normalise(original)
         known = None
         if self.fill is not None:
             known = ~self.fill[s][y0:y1, x0:x1, None]
@@ -276,7 +299,6 @@ class Restoration:
             op = Mask(torch.from_numpy(np.ascontiguousarray(known[..., 0]))[None, None])
         else:
             op = Downsampler(self.factor, self.kernel)
-        intensity = self.intensity
 
         def export(x: torch.Tensor) -> np.ndarray:
             out = intensity.restore(x[0].detach().float().permute(1, 2, 0).cpu().numpy())
@@ -316,7 +338,8 @@ class Restoration:
 
         self.current = Fitter(target, op, self.settings, iterations=self.iterations, device=self.device,
                               seed=self.seed, preview_every=self.preview_every, export=export,
-                              precision=self.precision, groups=len(planes))
+                              precision=self.precision, groups=len(planes),
+                              noise_levels=[self.noise_plan(s).level for s in planes])
         self.current_slice = planes[0]
         self._batch_planes = planes
         label = f"planes {planes[0] + 1}-{planes[-1] + 1} together"
@@ -326,7 +349,7 @@ class Restoration:
         for g, (s, image) in enumerate(zip(planes, res.image)):
             put_plane(self.layout, self.output, s, image)
             best = self.current.group_best[g] if self.current.auto and self.current.group_best[g] else res.iterations
-            self.fits[s] = dataclasses.replace(res, image=None, best_iteration=best)
+            self.fits[s] = self._with_noise(s, res, best_iteration=best)
             self.done[s] = True
         self.current = None
         self._batch_planes = None
@@ -358,7 +381,8 @@ class Restoration:
                 self.current = Fitter(target, op, settings, iterations=self.iterations, device=self.device,
                                       seed=self.seed, preview_every=self.preview_every, export=export,
                                       precision=self.precision,
-                                      init_state=self._state if warm else None)
+                                      init_state=self._state if warm else None,
+                                      noise_levels=[self.noise_plan(s).level])
                 tiled = acc is not None
                 self._tile = (region, acc, wsum) if tiled else None
                 label = f"tile {k + 1}/{len(regions)}"
@@ -377,7 +401,7 @@ class Restoration:
                 res = dataclasses.replace(res, image=(acc / wsum).astype(np.float32), iterations=iterations)
             self._tile = None
             put_plane(self.layout, self.output, s, res.image)
-            self.fits[s] = dataclasses.replace(res, image=None)
+            self.fits[s] = self._with_noise(s, res)
             self.done[s] = True
             if self.warm_start:
                 self._state = self.current.state

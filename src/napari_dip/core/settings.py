@@ -64,6 +64,20 @@ class Settings:
     rollback_factor : float
         Roll back to the last good weights if the loss exceeds this multiple of the last good
         loss (10**0.5 = a 5 dB PSNR drop, as in the reference code), or is not finite.
+    noise_model : {'auto', 'gaussian', 'poisson-gaussian'}
+        Denoising: ``'poisson-gaussian'`` fits in the variance-stabilised domain of shot plus read
+        noise (generalised Anscombe transform, exact unbiased inverse back to the input's units;
+        :mod:`napari_dip.core.noise`), with the parameters below or, where they are None, estimated
+        from each plane. ``'auto'`` measures each plane and uses it where the noise variance grows
+        with intensity (:func:`~napari_dip.core.noise.choose_noise_model`), the Gaussian model
+        otherwise. ``'gaussian'`` (default: a plain squared error in the input's units, the engine's
+        behaviour before the noise models; nothing is measured) until the Poisson-Gaussian model is
+        measured to restore better (docs/engine.md, "Microscopy noise"). Other tasks: Gaussian.
+    noise_gain, noise_read_variance, noise_offset : float or None
+        The camera's noise, in the input's units: variance = ``noise_gain * (intensity -
+        noise_offset) + noise_read_variance`` (gain > 0, read variance >= 0; offset default 0).
+        Given (with ``noise_model='poisson-gaussian'`` or ``'auto'``), they are used instead of the
+        estimate; with ``'gaussian'`` they are an error.
     """
 
     network: str = "skip"
@@ -87,6 +101,10 @@ class Settings:
     min_iterations: int = 100
     rollback_factor: float = 10 ** 0.5
     checkpoint_every: int = 25
+    noise_model: str = "gaussian"
+    noise_gain: float | None = None
+    noise_read_variance: float | None = None
+    noise_offset: float | None = None
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes``; unknown names raise a ``TypeError`` listing the valid ones."""

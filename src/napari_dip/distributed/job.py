@@ -26,6 +26,7 @@ import numpy as np
 
 from ..core.fit import check_iterations
 from ..core.layout import Intensity, Layout, plane_index
+from ..core.noise import check_noise_settings
 from ..core.restore import check_factor
 from ..core.settings import TASKS, get_settings
 from ..io import Calibration
@@ -181,6 +182,7 @@ class StackJob:
         fit = dict(fit_kwargs)
         overrides = {k: v for k, v in fit.items() if k not in _FIT_KEYS}
         settings = get_settings(fit.get("preset", "paper"), task, **overrides)
+        check_noise_settings(settings, task)  # before any plane is sent out
         check_iterations(fit.get("iterations", "auto"))
         if task == "super_resolve":
             if factor is None:
