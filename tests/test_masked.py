@@ -185,3 +185,22 @@ def test_masked_fits_on_correlated_noise_use_the_tolerant_hold_out():
     corr = Fitter(_t(_correlated()), settings=MASKED, iterations="auto", device="cpu")
     assert white.stop_rules == corr.stop_rules == ["holdout"]
     assert white.rules[0].tolerance == 0.0 and corr.rules[0].tolerance == 0.02
+
+
+def test_a_masked_fit_takes_no_estimate_before_its_floor():
+    from napari_dip.core.stopping import HoldOut
+
+    y = torch.zeros(1, 1, 4, 4)
+    held = torch.ones(1, 1, 4, 4)
+    rule = HoldOut(lambda x: x, y, held, patience=10, every=1, min_iterations=20, floor=20)
+    values = {it: torch.full((1, 1, 4, 4), 0.01 * it if it < 20 else 0.5) for it in range(1, 40)}
+    checks = {it: rule.update(it, v, v) for it, v in values.items()}
+    assert not any(c.capture or c.improved for it, c in checks.items() if it < 20)  # lowest error at it 1: ignored
+    assert checks[20].capture and rule.best_iteration == 20 and checks[30].stop
+    # a warm plane of a masked fit: its first iterations have the lowest hold-out error, the estimate comes later
+    rng = np.random.default_rng(0)
+    stack = (np.stack([smooth_gray(32)] * 2) + 0.05 * rng.standard_normal((2, 32, 32))).astype(np.float32)
+    job = Restoration("denoise", stack, preset="pretrained", weights=None, iterations="auto", max_iterations=200,
+                      device="cpu", warm_start=True, stop_patience=20, warm_stop_patience=10, min_iterations=30)
+    job.run()
+    assert all(f.best_iteration >= 30 for f in job.fits)

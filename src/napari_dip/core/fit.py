@@ -420,7 +420,8 @@ class Fitter:
                 # the held-out pixels are known pixels, where a mask operator is the identity
                 op = Identity() if isinstance(self.operator, Mask) else self.operator
                 self.rules.append(HoldOut(op, self.target[:, c], held[:, c], s.stop_patience, s.stop_every,
-                                          s.min_iterations, tolerance=self._holdout_tolerance))
+                                          s.min_iterations, tolerance=self._holdout_tolerance,
+                                          floor=s.min_iterations if self.masked else 0))
             elif level > 0:
                 self.rules.append(Discrepancy(self.operator, self.target[:, c], weight[:, c], level, s.stop_every,
                                               s.min_iterations))
