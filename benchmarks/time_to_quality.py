@@ -286,7 +286,9 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.lines
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     keys = list(dict.fromkeys((r["set"], r["image"]) for r in results))
     cols = min(4, len(keys))
@@ -308,10 +310,13 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> None:
         ax.tick_params(labelsize=7)
         ys = [p for r in results if (r["set"], r["image"]) == key for p in [r["psnr"], r["noisy_psnr"]]]
         ax.set_ylim(min(ys) - 0.5, max(ys) + 1.5)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="lower right")
+    methods = list(dict.fromkeys(r["method"] for r in results))  # one legend for the figure, every method
+    handles = [matplotlib.lines.Line2D([], [], color=colours.get(m, "k"), marker="o", lw=1.4, label=m) for m in methods]
+    fig.legend(handles=handles, loc="lower right", fontsize=9, title="PSNR vs time; dot = where the fit ended")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     print(f"wrote {path}")
