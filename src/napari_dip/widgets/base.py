@@ -38,6 +38,7 @@ from ..glue import (
     run_record,
     start_worker,
 )
+from ._common import _ActivityProgress, _device_kind
 from .plot import FitPlot
 from .stackjob import StackJobRunner
 
@@ -45,13 +46,6 @@ __all__ = ["RestorationWidget"]
 
 #: Suffix of an output layer that holds an estimate the engine's evidence says is not converged.
 NOT_CONVERGED = " (not converged)"
-
-
-def _device_kind(device: str) -> str:
-    """What ``device`` means for ``preset='auto'``: ``'auto'`` is a GPU where there is one."""
-    if device == "auto":
-        return next((d for d in available_devices() if d not in ("auto", "cpu")), "cpu")
-    return device
 
 
 class _ScrollArea(QScrollArea):
@@ -117,68 +111,6 @@ def _collapsible(title: str, content: Widget, expanded: bool) -> tuple[Container
         section.expand(animate=False)
     box.native.layout().addWidget(section)
     return box, section
-
-
-class _ActivityProgress:
-    """The run in napari's activity panel (``napari.utils.progress``); its cancel button cancels.
-
-    napari's activity bar calls ``QApplication.processEvents()`` on every change of its value or
-    description, so changes made inside a signal handler would re-enter the handler. Changes are
-    therefore applied from a zero-delay timer (outside any handler), never re-entrantly, and only
-    the latest one counts.
-    """
-
-    def __init__(self, desc: str, total: int, on_cancel):
-        from napari.utils import cancelable_progress
-
-        widget = self
-
-        class _Progress(cancelable_progress):
-            def cancel(self) -> None:  # the activity panel's cancel button
-                super().cancel()
-                widget.on_cancel()
-
-        self.on_cancel = on_cancel
-        self.bar = _Progress(total=max(int(total), 1), desc=desc)
-        self._n = 0
-        self._pending: tuple[int, int, str] | None = None
-        self._scheduled = self._busy = self._closed = False
-
-    def show(self, n: int, total: int, desc: str) -> None:
-        """Show ``n`` of ``total`` and ``desc`` soon (the latest call wins)."""
-        self._pending = (n, total, desc)
-        if not self._scheduled and not self._closed:
-            self._scheduled = True
-            QTimer.singleShot(0, self._flush)
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        if self._closed or self._busy or self._pending is None:
-            return
-        n, total, desc = self._pending
-        self._pending = None
-        self._busy = True
-        try:
-            bar = self.bar
-            if total != bar.total:
-                bar.total = max(int(total), 1)
-            n = max(0, min(int(n), bar.total))
-            if n != self._n:
-                bar.update(n - self._n)
-                self._n = n
-            if desc != bar.desc:
-                bar.set_description(desc)
-        finally:
-            self._busy = False
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._busy:  # inside one of the bar's own processEvents calls: close it afterwards
-            QTimer.singleShot(0, self.bar.close)
-        else:
-            self.bar.close()
 
 
 class RestorationWidget(Container):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from magicgui.widgets import FileEdit, LineEdit, Widget
@@ -30,9 +30,6 @@ from ..glue.stackjob import (
     layer_calibration,
     stack_progress_text,
 )
-
-if TYPE_CHECKING:
-    from .base import RestorationWidget
 
 __all__ = ["StackJobRunner"]
 
@@ -57,7 +54,7 @@ class StackJobRunner:
     #: Least seconds between two redraws of the output layer as planes land.
     layer_interval = 0.25
 
-    def __init__(self, widget: RestorationWidget):
+    def __init__(self, widget: Any):  # the RestorationWidget that owns this runner (base imports this module)
         self.widget = widget
         self.connect_timeout = CONNECT_TIMEOUT
         self.outcome = None
@@ -93,7 +90,7 @@ class StackJobRunner:
     def request(self) -> StackRequest:
         """The job the widget's controls describe (raises ValueError with the reason)."""
         from ..core.settings import get_settings, resolve_preset
-        from .base import _device_kind
+        from ._common import _device_kind
 
         w = self.widget
         if importlib.util.find_spec("distributed") is None:
@@ -135,7 +132,7 @@ class StackJobRunner:
 
     def run(self):
         """Start the stack job in a worker thread; returns the worker, or None if the inputs were refused."""
-        from .base import _ActivityProgress
+        from ._common import _ActivityProgress
 
         w = self.widget
         try:
