@@ -295,14 +295,16 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> None:
     rows_n = int(np.ceil(len(keys) / cols))
     fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.2 * rows_n), squeeze=False)
     colours = {"default": "tab:gray", "auto": "tab:red", "bm3d": "tab:blue", "zs-n2n": "tab:green"}
+    spare = iter(["tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"] * 10)
+    for method in dict.fromkeys(r["method"] for r in results):  # --method variants: a colour each
+        colours.setdefault(method, next(spare))
     for ax, key in zip(axes.flat, keys):
         for r in (r for r in results if (r["set"], r["image"]) == key):
             c = colours.get(r["method"])
             curve = np.asarray(r["curve"], float)
             if len(curve) > 1:
                 ax.plot(curve[:, 1], curve[:, 2], label=r["method"], color=c, lw=1.4)
-            ax.plot([r["seconds"]], [r["psnr"]], "o", color=c or ax.lines[-1].get_color() if ax.lines else c,
-                    ms=5, label=None if len(curve) > 1 else r["method"])
+            ax.plot([r["seconds"]], [r["psnr"]], "o", color=c, ms=5, label=None if len(curve) > 1 else r["method"])
         ax.set_xscale("log")
         ax.set_title(f"{key[0]}: {key[1]}", fontsize=9)
         ax.set_xlabel("seconds (log)", fontsize=8)
@@ -315,7 +317,7 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> None:
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     methods = list(dict.fromkeys(r["method"] for r in results))  # one legend for the figure, every method
-    handles = [matplotlib.lines.Line2D([], [], color=colours.get(m, "k"), marker="o", lw=1.4, label=m) for m in methods]
+    handles = [matplotlib.lines.Line2D([], [], color=colours[m], marker="o", lw=1.4, label=m) for m in methods]
     fig.legend(handles=handles, loc="lower right", fontsize=9, title="PSNR vs time; dot = where the fit ended")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
