@@ -78,3 +78,39 @@ def start_and_wait(qtbot, w, timeout: int = 60_000, during=None):
     qtbot.waitUntil(lambda: bool(finished), timeout=timeout)
     w.run_finished.disconnect(finished.append)
     return finished[0]
+
+
+# -- napari fixtures (the GUI test modules; napari is imported only when a test asks for them) ------
+@pytest.fixture()
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+def _record_notifications(keep):
+    """Connect a recorder of napari notifications; yields the list ``keep(notification)`` fills."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list = []
+
+    def record(notification):
+        item = keep(notification)
+        if item is not None:
+            seen.append(item)
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+@pytest.fixture()
+def notes():
+    """``(severity, message)`` of the notifications dispatched during the test."""
+    yield from _record_notifications(lambda n: (str(n.severity), str(n.message)))
+
+
+@pytest.fixture()
+def errors():
+    """Messages of the error notifications dispatched during the test."""
+    from napari.utils.notifications import NotificationSeverity
+
+    yield from _record_notifications(lambda n: str(n.message) if n.severity == NotificationSeverity.ERROR else None)

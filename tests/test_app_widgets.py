@@ -17,7 +17,6 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 torch = pytest.importorskip("torch")
 
-from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
 
 from conftest import read_png, smooth_gray, start_and_wait  # noqa: E402
 
@@ -27,25 +26,6 @@ FIT_TIMEOUT = 120_000  # ms
 #: a small skip network for fits of a few seconds
 TINY = dict(network_kwargs=dict(channels_down=(8, 16, 16), channels_up=(8, 16, 16), channels_skip=(4, 4, 4),
                                 upsample="nearest", pad="reflection"))
-
-
-@pytest.fixture()
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture()
-def errors():
-    """Messages of the error notifications dispatched during the test."""
-    seen: list[str] = []
-
-    def record(notification):
-        if notification.severity == NotificationSeverity.ERROR:
-            seen.append(str(notification.message))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
 
 
 def docked(cls, viewer, **values):

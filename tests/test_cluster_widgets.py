@@ -21,9 +21,9 @@ pytest.importorskip("dask")
 pytest.importorskip("distributed")
 zarr = pytest.importorskip("zarr")
 
-from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
+from napari.utils.notifications import NotificationSeverity  # noqa: E402
 
-from conftest import start_and_wait  # noqa: E402
+from conftest import make_widget, start_and_wait  # noqa: E402
 from napari_dip.distributed.store import read_runs  # noqa: E402
 from napari_dip.io import ngff_calibration  # noqa: E402
 from napari_dip.samples import noisy_cells  # noqa: E402
@@ -42,24 +42,6 @@ def cluster():
         yield c
 
 
-@pytest.fixture()
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture()
-def notes():
-    """``(severity, message)`` of the notifications dispatched during the test."""
-    seen: list[tuple[str, str]] = []
-
-    def record(notification):
-        seen.append((str(notification.severity), str(notification.message)))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
-
-
 def stack(planes: int = 4, shape=(24, 32)) -> np.ndarray:
     return np.stack([noisy_cells(shape, photons=20, seed=i)[1] for i in range(planes)]).astype(np.float32)
 
@@ -67,16 +49,7 @@ def stack(planes: int = 4, shape=(24, 32)) -> np.ndarray:
 def stack_widget(cls, viewer, data, iterations: int = 6, **values):
     layer = viewer.add_image(data, name="cells", scale=(2.0, 0.5, 0.5), units=("um", "um", "um"),
                              axis_labels=("z", "y", "x"))
-    w = cls(viewer)
-    viewer.window.add_dock_widget(w)
-    w.image.value = layer
-    w.preset.value = "fast"
-    w.device.value = "cpu"
-    w.auto_stop.value = False
-    w.iterations.value = iterations
-    for name, value in values.items():
-        getattr(w, name).value = value
-    return w, layer
+    return make_widget(cls, viewer, layer, iterations, **values), layer
 
 
 def test_planes_land_in_the_layer_as_they_finish_on_the_cluster(qtbot, viewer, cluster, tmp_path):

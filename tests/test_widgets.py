@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
+from napari.utils.notifications import NotificationSeverity  # noqa: E402
 
 from conftest import make_widget, start_and_wait  # noqa: E402
 from napari_dip.samples import cells, noisy_cells, psnr  # noqa: E402
@@ -27,38 +27,6 @@ from napari_dip.samples import cells, noisy_cells, psnr  # noqa: E402
 pytestmark = pytest.mark.gui
 
 FIT_TIMEOUT = 120_000  # ms; generous for a loaded CI machine, a fit here takes a few seconds
-
-
-@pytest.fixture()
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture()
-def notes():
-    """``(severity, message)`` of the notifications dispatched during the test."""
-    seen: list[tuple[str, str]] = []
-
-    def record(notification):
-        seen.append((str(notification.severity), str(notification.message)))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
-
-
-@pytest.fixture()
-def errors():
-    """Messages of the error notifications dispatched during the test."""
-    seen: list[str] = []
-
-    def record(notification):
-        if notification.severity == NotificationSeverity.ERROR:
-            seen.append(str(notification.message))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
 
 
 def stack_layer(viewer, planes: int = 3, shape=(24, 32), name: str = "stack"):
