@@ -470,23 +470,26 @@ class RestorationWidget(Container):
             self.iterations.value = new_default
         self._iterations_default = new_default
 
+    @staticmethod
+    def _layer_layout(layer: Any) -> Any:
+        """How the core lays out ``layer`` (planes, channels), or None for no layer, a multiscale
+        layer or a shape the core rejects."""
+        if layer is None or getattr(layer, "multiscale", False):
+            return None
+        try:
+            return infer_layout(tuple(layer.data.shape), None, bool(getattr(layer, "rgb", False)))
+        except (ValueError, TypeError):
+            return None
+
     def _layer_planes(self, layer: Any) -> int:
         """How many planes the core fits for ``layer`` (1 for a 2D or RGB image)."""
-        if layer is None or getattr(layer, "multiscale", False):
-            return 1
-        try:
-            return infer_layout(tuple(layer.data.shape), None, bool(getattr(layer, "rgb", False))).n_slices
-        except (ValueError, TypeError):
-            return 1
+        layout = self._layer_layout(layer)
+        return 1 if layout is None else layout.n_slices
 
     def _layer_channels(self, layer: Any) -> int | None:
         """The channel count the core sees for ``layer`` (None when unknown)."""
-        if layer is None or getattr(layer, "multiscale", False):
-            return None
-        try:
-            return infer_layout(tuple(layer.data.shape), None, bool(getattr(layer, "rgb", False))).channels
-        except (ValueError, TypeError):
-            return None
+        layout = self._layer_layout(layer)
+        return None if layout is None else layout.channels
 
     def _on_image_changed(self, layer: Any = None) -> None:
         self._on_preset()
