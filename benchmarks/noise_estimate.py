@@ -2,6 +2,7 @@
 
     python benchmarks/noise_estimate.py                 # the 12 FMD frames, full 512 px and centre crops
     python benchmarks/noise_estimate.py --crops 512 128
+    python benchmarks/noise_estimate.py --others         # what 'auto' picks on the colour set and the samples
 
 For each raw frame the *reference* noise is measured with the 50-frame average: the residual
 ``raw - average`` binned by the average's value (bins of 500 pixels, 200 on 128 px crops; bins
@@ -15,6 +16,12 @@ percentiles of the unclipped pixels' average, the ratio estimate/reference at th
 well the generalised Anscombe transform with the *estimated* parameters stabilises the frame: the
 variance of ``f(raw) - f(average)`` in the lowest, middle and highest thirds of the unclipped
 bins (1.0 everywhere is perfect; the raw variances above differ by 10x or more).
+
+``--others`` prints what ``noise_model='auto'`` chooses where the answer is known: the DIP paper's 9
+colour images with seeded Gaussian noise sigma = 25 (full size and 256 px centre crops: it must
+choose Gaussian, and then fits exactly as the Gaussian model does, see
+tests/test_noise.py::test_the_gaussian_model_leaves_the_fit_as_it_was) and the package's "noisy
+cells" sample (Poisson + read noise: Poisson-Gaussian, with its true gain and read variance).
 """
 
 from __future__ import annotations
@@ -73,11 +80,51 @@ def centre(a: np.ndarray, size: int) -> np.ndarray:
     return a[y:y + size, x:x + size]
 
 
+def others(shared: Path) -> None:
+    """What ``noise_model='auto'`` chooses on images whose noise is known (see the module docstring)."""
+    import sys
+    import warnings
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from time_to_quality import load_set
+
+    from napari_dip.core.noise import plan_noise
+    from napari_dip.core.settings import Settings
+    from napari_dip.samples import noisy_cells
+
+    print(f"{'image':28s} {'shape':>14s} {'known noise':22s} {'auto':16s} {'growth':>6s} {'gain':>8s} "
+          f"{'read var':>8s} note")
+
+    def show(name: str, image: np.ndarray, known: str, rgb: bool) -> None:
+        plane = image.astype(np.float64) if rgb else image.astype(np.float64)[..., None]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            plan = plan_noise(plane, Settings(noise_model="auto"), "denoise", rgb=rgb)
+        e = plan.estimate
+        gain = "-" if e is None else f"{e.gain:8.2f}"
+        var = "-" if e is None else f"{e.zero_variance:8.1f}"
+        growth = "-" if e is None else f"{min(e.growth, 999):6.2f}"
+        print(f"{name:28s} {str(image.shape):>14s} {known:22s} {plan.model:16s} {growth:>6s} {gain:>8s} {var:>8s} "
+              f"{plan.note or ''}", flush=True)
+
+    for crop in (None, 256):
+        for img in load_set("color9", shared, None, crop or 10 ** 6, 32, 0):
+            show(f"color9 {img.name}" + (f" {crop} px" if crop else ""), img.noisy, "Gaussian sigma 25", True)
+    for size, photons in ((256, 30.0), (512, 30.0), (256, 5.0)):
+        _clean, noisy = noisy_cells(size, photons=photons, read_noise=0.03, seed=0)
+        gain, read = 4095 * 0.8 / photons, (0.03 * 4095 * 0.8) ** 2
+        show(f"noisy cells {size} px, {photons:.0f} ph", noisy, f"P-G {gain:.0f}, {read:.0f}", False)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--crops", nargs="+", type=int, default=[512, 256, 128])
+    p.add_argument("--others", action="store_true", help="what 'auto' chooses on the colour set and the samples")
     args = p.parse_args(argv)
+    if args.others:
+        others(args.data.parents[1])
+        return
     if not args.data.is_dir():
         print(f"FMD data not found at {args.data}; nothing to measure (pass --data)")
         return

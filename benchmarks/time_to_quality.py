@@ -25,7 +25,7 @@ minutes of the same machine):
 ``NAME:key=value,...`` (``--method``)
     Any engine settings, e.g. ``masked-random:preset=light,weights=null`` to measure one lever.
 
-Sets (``--sets``): ``fmd256`` (256 px centre crops of the 12 FMD raw frames against their 50-frame
+Sets (``--sets``): ``fmd128`` and ``fmd256`` (128 and 256 px centre crops of the 12 FMD raw frames against their 50-frame
 averages), ``fmd512`` (the full 512 px frames), ``color9`` (the DIP paper's 9 colour images with
 seeded Gaussian noise sigma = 25, ``--color-crop`` px centre crops), ``stack`` (the confocal channel
 of ``stacks3d/xyzc_16bit__dna_conf_wf.tif``, its central ``--planes`` planes scaled to [0, 1] between
@@ -58,7 +58,7 @@ BUILTIN_METHODS: dict[str, dict[str, Any]] = {
     "default": {"preset": "fast"},
     "auto": {"preset": "auto"},
 }
-SETS = ("fmd256", "fmd512", "color9", "stack")
+SETS = ("fmd128", "fmd256", "fmd512", "color9", "stack")
 
 
 @dataclass
@@ -96,8 +96,8 @@ def load_set(name: str, data: Path, images: Sequence[str] | None, color_crop: in
              seed: int) -> list[Image]:
     """The images of one set (empty, with a message, when its data is absent)."""
     try:
-        if name in ("fmd256", "fmd512"):
-            crop = 256 if name == "fmd256" else None
+        if name in ("fmd128", "fmd256", "fmd512"):
+            crop = {"fmd128": 128, "fmd256": 256}.get(name)
             return [Image(name, c.name, c.degraded.astype(np.float32), c.clean, 255.0)
                     for c in load_cases("fmd", data, crop, images)]
         if name == "color9":

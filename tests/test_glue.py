@@ -332,6 +332,36 @@ def test_describe_outcome_states_how_each_run_ended():
     assert format_duration(45) == "45 s" and format_duration(3600 * 3 + 300) == "3 h 05 min"
 
 
+def test_the_noise_model_is_recorded_and_stated():
+    from napari_dip.glue import PlaneRecord, RunOutcome, describe_outcome
+    from napari_dip.glue.driver import noise_record
+
+    assert noise_record({"loss": [1.0]}) is None and noise_record(None) is None
+    history = {"noise_model": ["poisson-gaussian"], "noise_model_requested": ["auto"], "noise_source": ["estimated"],
+               "noise_gain": [8.123456789], "noise_read_variance": [12.5], "noise_offset": [0.0],
+               "noise_scale": [40.0], "loss": [0.1]}
+    rec = noise_record(history)
+    assert rec == {"model": "poisson-gaussian", "requested": "auto", "source": "estimated", "gain": 8.123457,
+                   "read_variance": 12.5, "offset": 0.0}
+    rgb = noise_record({**history, "noise_gain": [2.0, 3.0, 2.0], "noise_read_variance": [1.0, 1.0, 1.0]})
+    assert rgb["gain"] == [2.0, 3.0, 2.0] and rgb["read_variance"] == 1.0  # per channel only where they differ
+    data = np.zeros((4, 4), np.float32)
+    plane = PlaneRecord(0, "rule", 300, 200, rule="holdout", noise=rec)
+    assert plane.as_dict()["noise"] == rec
+    text, _ = describe_outcome(RunOutcome(data, [plane], [0], "finished"), "Denoising", 1, 3000)
+    assert "Fitted with the Poisson-Gaussian noise model (estimated gain 8.12, read-noise variance 12.5)" in text
+    fell = {"model": "gaussian", "requested": "auto", "note": "the image has too few flat pixels"}
+    text, _ = describe_outcome(RunOutcome(data, [PlaneRecord(0, "rule", 300, 200, noise=fell)], [0], "finished"),
+                               "Denoising", 1, 3000)
+    assert "Gaussian noise model: the image has too few flat pixels" in text
+    plain = PlaneRecord(0, "rule", 300, 200, noise={"model": "gaussian", "requested": "gaussian"})
+    text, _ = describe_outcome(RunOutcome(data, [plain], [0], "finished"), "Denoising", 1, 3000)
+    assert "noise model" not in text  # the plain model is not worth a sentence
+    stack = [PlaneRecord(i, "rule", 300, 200, noise={**rec, "gain": g}) for i, g in enumerate((7.9, 8.4))]
+    text, _ = describe_outcome(RunOutcome(np.zeros((2, 4, 4)), stack, [0, 1], "finished"), "Denoising", 2, 3000)
+    assert "Poisson-Gaussian noise model on 2 planes (estimated gain 7.9-8.4" in text
+
+
 def test_convergence_evidence_tells_a_blob_from_a_fit():
     import torch
 

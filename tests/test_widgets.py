@@ -276,6 +276,27 @@ def test_the_stopping_rule_and_its_iteration_are_stated(qtbot, viewer):
             f"{record['best_iteration']}") in w.status.value
 
 
+def test_the_noise_model_control_reaches_the_fit_and_its_record(qtbot, viewer):
+    from napari_dip.core.settings import Settings
+    from napari_dip.widgets import DenoiseWidget
+
+    _clean, noisy = noisy_cells((96, 96), photons=30, seed=0)  # gain 4095 * 0.8 / 30 = 109 counts per photon
+    layer = viewer.add_image(noisy, name="cells")
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=10, preview_every=0)
+    assert w.noise_model in list(w.advanced) and w.noise_model.value == Settings.noise_model
+    assert list(w.noise_model.choices) == ["auto", "gaussian", "poisson-gaussian"]
+    w.noise_model.value = "poisson-gaussian"
+    out = start_and_wait(qtbot, w, FIT_TIMEOUT)
+    meta = out.metadata["napari_dip"]
+    noise = meta["planes"][0]["noise"]
+    assert noise["model"] == "poisson-gaussian" and noise["requested"] == "poisson-gaussian"
+    assert noise["source"] == "estimated" and 80 < noise["gain"] < 140, noise
+    assert "Fitted with the Poisson-Gaussian noise model (estimated gain" in w.status.value
+    assert meta["options"]["noise_model"] == "poisson-gaussian"
+    assert np.isfinite(out.data).all() and out.data.shape == noisy.shape  # back in the input's units
+    assert 0 < out.data.mean() < 4095
+
+
 def test_reaching_the_cap_says_so(qtbot, viewer, notes):
     from napari_dip.widgets import DenoiseWidget
 

@@ -538,7 +538,9 @@ class NoisePlan:
         What the image measured (None with explicit parameters, or when it could not be measured).
     source : {'estimated', 'given', None}
     note : str or None
-        Why the fit uses another model than requested (also issued as a :class:`NoiseModelWarning`).
+        Why the fit uses the Gaussian model where the Poisson-Gaussian one was asked for or
+        considered (``'auto'`` on a plane it cannot measure); issued as a :class:`NoiseModelWarning`
+        when the Poisson-Gaussian model was asked for.
     """
 
     model: str
@@ -626,7 +628,7 @@ def plan_noise(plane: np.ndarray, settings: Any, task: str = "denoise", rgb: boo
         note = f"cannot estimate the Poisson-Gaussian noise of this plane ({problem}); fitting with the Gaussian model"
         if requested == "poisson-gaussian" and warn:
             warnings.warn(note, NoiseModelWarning, stacklevel=2)
-        return NoisePlan("gaussian", requested, note=note if requested == "poisson-gaussian" else None)
+        return NoisePlan("gaussian", requested, note=note)  # 'auto': said in the record, not warned
     choice = "poisson-gaussian" if all(choose_noise_model(e) == "poisson-gaussian" for e in estimates) else "gaussian"
     first = estimates[0]
     if requested == "auto" and choice == "gaussian":

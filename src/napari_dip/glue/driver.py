@@ -208,6 +208,9 @@ class PlaneRecord:
         Wall time of the plane.
     fit_iteration : int
         For a cancelled or failed plane: the iteration reached in the fit (tile) in progress.
+    noise : dict or None
+        The plane's noise model (:func:`noise_record`): the model fitted, the one asked for, and with
+        the Poisson-Gaussian model the camera parameters and whether they were estimated or given.
     """
 
     index: int
@@ -222,6 +225,7 @@ class PlaneRecord:
     rollbacks: int = 0
     seconds: float = 0.0
     fit_iteration: int = 0
+    noise: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -232,7 +236,33 @@ class PlaneRecord:
         return {"plane": self.index, "ending": self.ending, "iterations": self.iterations,
                 "best_iteration": self.best_iteration, "rule": self.rule, "converged": self.converged,
                 "evidence": self.evidence, "tiles": self.tiles, "tiles_done": self.tiles_done,
-                "rollbacks": self.rollbacks, "seconds": round(self.seconds, 3)}
+                "rollbacks": self.rollbacks, "seconds": round(self.seconds, 3), "noise": self.noise}
+
+
+#: ``history`` keys of a fit's noise model (:meth:`~napari_dip.core.noise.NoisePlan.history`) -> record keys.
+_NOISE_KEYS = {"noise_model": "model", "noise_model_requested": "requested", "noise_source": "source",
+               "noise_gain": "gain", "noise_read_variance": "read_variance", "noise_offset": "offset",
+               "noise_note": "note"}
+
+
+def noise_record(history: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The noise model of a fit's ``history`` as a record entry (None when the history has none).
+
+    Per-channel camera parameters stay lists when the channels differ; a single value otherwise.
+    """
+    if not history or "noise_model" not in history:
+        return None
+    out: dict[str, Any] = {}
+    for key, name in _NOISE_KEYS.items():
+        if key not in history:
+            continue
+        value = history[key]
+        if key in ("noise_gain", "noise_read_variance", "noise_offset"):
+            values = [round(float(v), 6) for v in value]
+            out[name] = values[0] if len(set(values)) == 1 else values
+        else:
+            out[name] = value[-1] if isinstance(value, list) else value
+    return out
 
 
 @dataclass(frozen=True)
@@ -462,7 +492,8 @@ def drive(job, control: RunControl | None = None, planes: Sequence[int] | None =
                 rec = PlaneRecord(s, ending, int(fitted.iterations), int(fitted.best_iteration),
                                   rule=_rule_of(fit), evidence=None if ev is None else ev.as_dict(),
                                   converged=True if ev is None else ev.converged, tiles=tiles, tiles_done=tiles,
-                                  rollbacks=plane_rollbacks, seconds=clock() - plane_started)
+                                  rollbacks=plane_rollbacks, seconds=clock() - plane_started,
+                                  noise=noise_record(fitted.history))
             records.append(rec)
             new_records.append(rec)
             plane_evidence, plane_iterations, plane_rollbacks = [], 0, 0
@@ -569,7 +600,8 @@ def outcome_from_job(job, selected: Sequence[int], state: str = "cancelled", sec
             records.append(PlaneRecord(s, "copied", 0, 0, tiles=0, tiles_done=0))
         else:
             ending = ("rule" if fitted.stopped_early else "cap") if auto else "fixed"
-            records.append(PlaneRecord(s, ending, int(fitted.iterations), int(fitted.best_iteration)))
+            records.append(PlaneRecord(s, ending, int(fitted.iterations), int(fitted.best_iteration),
+                                       noise=noise_record(fitted.history)))
     return RunOutcome(data=job.output.copy(), records=records, selected=list(selected), state=state,
                       seconds=seconds)
 
@@ -596,8 +628,15 @@ def _partial(job, fit: _Fit, state: str, tiles: int, plane_evidence: list, plane
                       plane_iterations + current.iteration, int(best), rule=_rule_of(fit),
                       evidence=None if worst is None else worst.as_dict(), converged=bool(converged), tiles=tiles,
                       tiles_done=fit.tile - 1, rollbacks=rollbacks, seconds=seconds,
-                      fit_iteration=int(current.iteration))
+                      fit_iteration=int(current.iteration), noise=_plan_record(job, fit.plane))
     return data, rec, image
+
+
+def _plan_record(job, s: int) -> dict[str, Any] | None:
+    """:func:`noise_record` of plane ``s``'s noise plan (a plane in progress has no fit result yet)."""
+    plans = getattr(job, "noise", None)
+    plan = plans[s] if plans is not None and s < len(plans) else None
+    return None if plan is None else noise_record(plan.history())
 
 
 def _rule_of(fit: _Fit | None) -> str | None:

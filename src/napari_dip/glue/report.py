@@ -119,6 +119,40 @@ def _endings(records: list[PlaneRecord], cap: int, stack: bool) -> list[str]:
     return out
 
 
+def _noise_sentence(records: list[PlaneRecord], stack: bool) -> str | None:
+    """What the noise model did, when it is not the plain Gaussian one (None otherwise)."""
+    noted = [r for r in records if r.noise]
+    pg = [r for r in noted if r.noise.get("model") == "poisson-gaussian"]
+    fell_back = [r for r in noted if r.noise.get("note") and r.noise.get("model") != "poisson-gaussian"]
+    out = []
+    if pg:
+        gains = [g for r in pg for g in _values(r.noise.get("gain"))]
+        reads = [v for r in pg for v in _values(r.noise.get("read_variance"))]
+        how = "estimated" if all(r.noise.get("source") == "estimated" for r in pg) else \
+            "given" if all(r.noise.get("source") == "given" for r in pg) else "estimated or given"
+        where = f" on {_planes(len(pg))}" if stack else ""
+        out.append(f"Fitted with the Poisson-Gaussian noise model{where} ({how} gain {_range(gains)}, "
+                   f"read-noise variance {_range(reads)})")
+    if fell_back:
+        where = f" on {_planes(len(fell_back))}" if stack else ""
+        out.append(f"Gaussian noise model{where}: {fell_back[0].noise['note']}")
+    return ". ".join(out) or None
+
+
+def _values(value: Any) -> list[float]:
+    """A record's camera parameter (a number, per-channel list, or absent) as a list."""
+    if value is None:
+        return []
+    return [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
+
+
+def _range(values: list[float]) -> str:
+    if not values:
+        return "?"
+    lo, hi = min(values) + 0.0, max(values) + 0.0  # + 0.0: no '-0'
+    return f"{lo:.3g}" if f"{lo:.3g}" == f"{hi:.3g}" else f"{lo:.3g}-{hi:.3g}"
+
+
 def describe_outcome(outcome: RunOutcome, title: str, n_slices: int, cap: int, layer_name: str | None = None
                      ) -> tuple[str, str]:
     """The end-of-run message and its severity (``'info'``, ``'warning'`` or ``'error'``).
@@ -165,6 +199,9 @@ def describe_outcome(outcome: RunOutcome, title: str, n_slices: int, cap: int, l
         rest = "; the others are empty" if len(kept) < n_slices else ""
         sentences.append(f"Kept {len(kept)} of {n_slices} planes ({format_planes(kept)}){rest}")
     sentences.extend(_endings(finished, cap, stack))
+    noise = _noise_sentence(finished, stack)
+    if noise:
+        sentences.append(noise)
     flagged = [r for r in outcome.records if not r.converged and r.index in kept]
     if partial is not None and partial.index not in kept:
         sentences.append(f"Plane {partial.index + 1} was not converged ({_missed(partial) or 'tiles missing'}) "

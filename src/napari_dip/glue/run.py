@@ -51,6 +51,9 @@ class RunOptions:
         Super-resolution factor (ignored by other tasks).
     kernel : str
         Super-resolution downsampling kernel, ``'lanczos2'`` or ``'bicubic'``.
+    noise_model : str, optional
+        Denoising: ``'auto'``, ``'gaussian'`` or ``'poisson-gaussian'`` (see
+        :class:`~napari_dip.core.settings.Settings`); None keeps the settings' default.
     overrides : dict, optional
         Any other :class:`~napari_dip.core.settings.Settings` field (``lr``, ``ema``, ...), and the
         :class:`~napari_dip.core.restore.Restoration` memory options ``tile``, ``tile_overlap`` and
@@ -67,6 +70,7 @@ class RunOptions:
     precision: str = "auto"
     factor: int = 4
     kernel: str = "lanczos2"
+    noise_model: str | None = None
     overrides: dict[str, Any] | None = None
 
 
@@ -91,6 +95,8 @@ def build_restoration(task: str, inp: ImageInput, options: RunOptions, mask: np.
 
     resolve_device(options.device)  # fail here, not in the worker, for a missing GPU
     overrides = dict(options.overrides or {})
+    if options.noise_model is not None:
+        overrides.setdefault("noise_model", str(options.noise_model))
     kwargs: dict[str, Any] = {key: overrides.pop(key) for key in _RESTORATION_KEYS if key in overrides}
     if options.auto_stop:
         kwargs["max_iterations"] = int(options.iterations)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .driver import PlaneRecord, RunControl, RunOutcome, format_duration
+from .driver import PlaneRecord, RunControl, RunOutcome, format_duration, noise_record
 from .layers import ImageInput
 from .report import format_planes
 
@@ -240,7 +240,8 @@ def _record(event, auto: bool) -> PlaneRecord:
     h = event.history or {}
     its, best = int(h.get("iterations", 0)), int(h.get("best_iteration", 0))
     ending = ("rule" if h.get("stopped_early") else "cap") if auto else "fixed"
-    return PlaneRecord(event.index, ending, its, best, rollbacks=int(h.get("rollbacks", 0)), seconds=event.seconds)
+    return PlaneRecord(event.index, ending, its, best, rollbacks=int(h.get("rollbacks", 0)), seconds=event.seconds,
+                       noise=noise_record(h))
 
 
 def drive_stack(request: StackRequest, control: RunControl | None = None, interval: float = 1.0,

@@ -116,6 +116,8 @@ class StackJobRunner:
         kind = _device_kind(options.device)
         name = resolve_preset(options.preset, w.task, kind)
         overrides = dict(options.overrides or {})
+        if options.noise_model is not None:
+            overrides.setdefault("noise_model", str(options.noise_model))
         fit: dict[str, Any] = {"device": options.device, "seed": int(options.seed), "precision": options.precision}
         if options.auto_stop:
             fit["iterations"] = "auto"

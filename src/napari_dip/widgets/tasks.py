@@ -32,6 +32,21 @@ class DenoiseWidget(RestorationWidget):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(viewer)
 
+    def _advanced_task_controls(self) -> list[Widget]:
+        from ..core.settings import Settings
+
+        self.noise_model = ComboBox(
+            name="noise_model", label="noise model", choices=["auto", "gaussian", "poisson-gaussian"],
+            value=Settings.noise_model,
+            tooltip="'poisson-gaussian': shot noise whose variance grows with the signal (fluorescence); the "
+                    "camera's gain and read noise are estimated from the image and fitted in a "
+                    "variance-stabilised domain. 'auto': measure the image and choose. 'gaussian': one noise "
+                    "level for the whole image")
+        return [self.noise_model]
+
+    def _task_options(self) -> dict[str, Any]:
+        return {"noise_model": str(self.noise_model.value)}
+
 
 class InpaintWidget(RestorationWidget):
     """Fill in the pixels painted in a Labels layer (any nonzero label) of an Image layer.
