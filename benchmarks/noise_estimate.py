@@ -86,11 +86,10 @@ def others(shared: Path) -> None:
     import warnings
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from time_to_quality import load_set
-
     from napari_dip.core.noise import plan_noise
     from napari_dip.core.settings import Settings
     from napari_dip.samples import noisy_cells
+    from time_to_quality import load_set
 
     print(f"{'image':28s} {'shape':>14s} {'known noise':22s} {'auto':16s} {'growth':>6s} {'gain':>8s} "
           f"{'read var':>8s} note")
