@@ -13,7 +13,7 @@ from napari_dip.core.masking import CORRELATED_NOISE_RATIO, WHITE_NOISE_RATIO, c
 from napari_dip.core.networks import DIPNet
 from napari_dip.core.operators import Downsampler, Mask
 from napari_dip.core.restore import Restoration
-from napari_dip.core.settings import get_settings, presets_for, resolve_preset
+from napari_dip.core.settings import Settings, get_settings, presets_for, resolve_preset
 from napari_dip.core.weights import builtin_path
 from napari_dip.samples import psnr
 
@@ -204,3 +204,31 @@ def test_a_masked_fit_takes_no_estimate_before_its_floor():
                       device="cpu", warm_start=True, stop_patience=20, warm_stop_patience=10, min_iterations=30)
     job.run()
     assert all(f.best_iteration >= 30 for f in job.fits)
+
+
+def _fit_with_averages(noisy: np.ndarray, settings) -> tuple:
+    """A fit's result and its running average at every iteration (exported as the result is)."""
+    fitter = Fitter(_t(noisy), settings=settings, iterations="auto", device="cpu", preview_every=1)
+    averages, steps = {}, fitter.steps()
+    while True:
+        try:
+            snap = next(steps)
+        except StopIteration as stop:
+            return stop.value, averages
+        if snap.ema is not None:
+            averages[snap.iteration] = np.array(snap.ema)
+
+
+def test_keep_estimate_stop_keeps_the_average_when_the_rule_stops():
+    noisy = add_noise(smooth_gray(48), 0.1, seed=1)
+    base = MASKED.replace(stop_patience=20, min_iterations=20, iterations=400, keep_estimate="minimum")
+    low, low_averages = _fit_with_averages(noisy, base)  # the engine's default: the average at the minimum
+    last, last_averages = _fit_with_averages(noisy, base.replace(keep_estimate="stop"))
+    assert Settings().keep_estimate == "minimum" and MASKED.keep_estimate == "stop"  # the masked preset's
+    assert last.stopped_early and last.iterations == low.iterations  # the same fit and rule: the same stop
+    assert last.best_iteration == last.iterations and low.best_iteration < low.iterations
+    np.testing.assert_array_equal(last.image, last_averages[last.iterations])
+    np.testing.assert_array_equal(low.image, low_averages[low.best_iteration])
+    assert not np.array_equal(last.image, low.image)
+    with pytest.raises(ValueError, match="keep_estimate must be 'minimum'"):
+        Fitter(_t(noisy), settings=base.replace(keep_estimate="last"), iterations="auto", device="cpu")

@@ -378,6 +378,9 @@ class Fitter:
             raise ValueError("no pixel of the measurement is known: nothing to fit")
         if s.stop_rule not in STOP_RULES:
             raise ValueError(f"unknown stop rule {s.stop_rule!r}; use one of {', '.join(map(repr, STOP_RULES))}")
+        if s.keep_estimate not in ("minimum", "stop"):
+            raise ValueError(f"keep_estimate must be 'minimum' (the average at the stop signal's minimum) or 'stop' "
+                             f"(the average when the rule stops), got {s.keep_estimate!r}")
         weight = weight.expand(1, self.target.shape[1], *weight.shape[-2:])
         # the rule of each image: 'auto' measures each image's noise correlation on its own, so a
         # batched image gets the rule (and hold-out pixels) of its single fit
@@ -539,7 +542,9 @@ class Fitter:
         return self.ema if self.ema is not None else self.last
 
     def _update_rules(self, it: int, out: torch.Tensor, estimate: torch.Tensor) -> StopCheck:
-        """Feed every image's stopping rule; keep each image's estimate at its own minimum."""
+        """Feed every image's stopping rule; keep each image's estimate at its own minimum (or, with
+        ``keep_estimate='stop'``, when its rule stops)."""
+        at_stop = self.settings.keep_estimate == "stop"
         signals, improved_any = [], False
         for g, rule in enumerate(self.rules):
             if self.group_stopped[g]:
@@ -548,7 +553,8 @@ class Fitter:
             check = rule.update(it, out[:, c], estimate[:, c])
             if check.improved:
                 improved_any = True
-            if check.capture or (it == self.total and rule.capture_pending):  # the cap: keep the latest
+            capture = check.stop if at_stop else check.capture
+            if capture or (it == self.total and (at_stop or rule.capture_pending)):  # the cap: keep the latest
                 if self.best is None:
                     self.best = estimate.clone()
                 else:

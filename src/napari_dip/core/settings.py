@@ -57,6 +57,13 @@ class Settings:
         (:func:`~napari_dip.core.stopping.choose_rule`) and the hold-out otherwise.
         Signals are computed every ``stop_every`` iterations; the fit stops after
         ``stop_patience`` iterations without a new minimum, never before ``min_iterations``.
+    keep_estimate : {'minimum', 'stop'}
+        Which average an automatic fit keeps: ``'minimum'`` (default) the one at the stop signal's
+        minimum, right for a network that ends up fitting the noise; ``'stop'`` the one when the
+        rule stops. Masked fits (the ``pretrained`` preset) never see the pixels they predict, so
+        they do not fit the noise: their hold-out signal flattens into its own fluctuations while
+        the estimate still improves slowly, and the latest average is the better one (measured in
+        docs/performance.md).
     warm_stop_patience : int or None
         The patience of a plane that starts warm from its neighbour's fitted weights (a stack with
         ``warm_start``): such a plane starts near its result, so it can stop sooner. ``None`` (default):
@@ -96,6 +103,7 @@ class Settings:
     holdout_min_values: int = 500
     stop_window: int = 100
     stop_patience: int = 200
+    keep_estimate: str = "minimum"
     warm_stop_patience: int | None = None
     stop_every: int = 5
     min_iterations: int = 100
@@ -124,8 +132,11 @@ _FAST_SKIP = dict(channels_down=(16, 32, 64, 128, 128), channels_up=(16, 32, 64,
 #: carry the image's detail past the hourglass (the ``fast`` net's 4 would blur it)
 _MASKED_SKIP = dict(channels_down=(16, 32, 64, 64, 64), channels_up=(16, 32, 64, 64, 64), channels_skip=(16,) * 5,
                     upsample="bilinear", pad="reflection", need1x1_up=False)
+#: masked fits do not fit the noise (they never see the pixels they predict): they keep the average when the
+#: hold-out rule stops, which lets the rule stop sooner (docs/performance.md, "The stop of masked fits")
 _PRETRAINED = Settings(network_kwargs=_MASKED_SKIP, input_kind="masked", mask_ratio="auto", weights="builtin", lr=1e-3,
-                       ema=0.9, reg_noise_std=0.0, iterations=1000, stop_patience=100, min_iterations=50)
+                       ema=0.9, reg_noise_std=0.0, iterations=1000, stop_patience=50, keep_estimate="stop",
+                       min_iterations=50)
 
 PRESETS: dict[str, dict[str, Settings]] = {
     "paper": {

@@ -1,5 +1,6 @@
 """Helpers shared by the widget base and its stack-job runner: what ``device='auto'`` means for
-``preset='auto'``, and a run's entry in napari's activity panel."""
+``preset='auto'``, the worker slots that keep a run's outcome, and a run's entry in napari's
+activity panel."""
 
 from __future__ import annotations
 
@@ -14,6 +15,20 @@ def _device_kind(device: str) -> str:
         return next((d for d in available_devices() if d not in ("auto", "cpu")), "cpu")
     return device
 
+
+class _RunSlots:
+    """The worker's ``returned`` and ``errored`` slots: they keep the outcome, or the error, in the
+    run in progress (``self._run``, a dict; None between runs), for ``finished`` to act on."""
+
+    _run: dict | None
+
+    def _on_returned(self, outcome) -> None:
+        if self._run is not None:
+            self._run["outcome"] = outcome
+
+    def _on_errored(self, err: BaseException) -> None:
+        if self._run is not None:
+            self._run["error"] = err
 
 
 class _ActivityProgress:

@@ -38,7 +38,7 @@ from ..glue import (
     run_record,
     start_worker,
 )
-from ._common import _ActivityProgress, _device_kind
+from ._common import _ActivityProgress, _device_kind, _RunSlots
 from .plot import FitPlot
 from .stackjob import StackJobRunner
 
@@ -113,7 +113,7 @@ def _collapsible(title: str, content: Widget, expanded: bool) -> tuple[Container
     return box, section
 
 
-class RestorationWidget(Container):
+class RestorationWidget(_RunSlots, Container):
     """Base of the task widgets (not a napari widget by itself).
 
     The controls are in three places: the **common** section on top (``image``, the task's
@@ -793,14 +793,6 @@ class RestorationWidget(Container):
             show_warning(f"{self.title}: {message}")
         else:
             run["silenced"] += 1
-
-    def _on_returned(self, outcome) -> None:
-        if self._run is not None:
-            self._run["outcome"] = outcome
-
-    def _on_errored(self, err: BaseException) -> None:
-        if self._run is not None:
-            self._run["error"] = err
 
     def _on_finished(self) -> None:
         run, job = self._run, self.job

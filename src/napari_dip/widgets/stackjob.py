@@ -30,13 +30,14 @@ from ..glue.stackjob import (
     layer_calibration,
     stack_progress_text,
 )
+from ._common import _ActivityProgress, _device_kind, _RunSlots
 
 __all__ = ["StackJobRunner"]
 
 _INSTALL = "stack jobs need dask, distributed and zarr: pip install 'napari-dip[distributed]'"
 
 
-class StackJobRunner:
+class StackJobRunner(_RunSlots):
     """The stack-job controls of a widget, and the run they start.
 
     Attributes
@@ -90,7 +91,6 @@ class StackJobRunner:
     def request(self) -> StackRequest:
         """The job the widget's controls describe (raises ValueError with the reason)."""
         from ..core.settings import get_settings, resolve_preset
-        from ._common import _device_kind
 
         w = self.widget
         if importlib.util.find_spec("distributed") is None:
@@ -134,7 +134,6 @@ class StackJobRunner:
 
     def run(self):
         """Start the stack job in a worker thread; returns the worker, or None if the inputs were refused."""
-        from ._common import _ActivityProgress
 
         w = self.widget
         try:
@@ -221,14 +220,6 @@ class StackJobRunner:
                     run["layer"].refresh()
 
             QTimer.singleShot(int(1000 * self.layer_interval) + 1, later)
-
-    def _on_returned(self, outcome) -> None:
-        if self._run is not None:
-            self._run["outcome"] = outcome
-
-    def _on_errored(self, err: BaseException) -> None:
-        if self._run is not None:
-            self._run["error"] = err
 
     def _on_finished(self) -> None:
         run, w = self._run, self.widget

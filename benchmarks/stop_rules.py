@@ -1,0 +1,138 @@
+"""Stopping rules of masked fits, replayed: trace long fits once, then try rules offline.
+
+    # 1. trace: fit the 12 FMD frames (256 px crops) with the default preset and a long patience,
+    #    recording every 5 iterations the hold-out signal, the PSNR of the running average and the time
+    python benchmarks/stop_rules.py trace --crop 256 --json trace256.json
+    # 2. replay: what each rule (patience, relative tolerance, which average is kept) would have done
+    python benchmarks/stop_rules.py replay trace256.json
+
+A rule is replayed exactly as :class:`napari_dip.core.stopping.HoldOut` runs it: no minimum before
+the floor (``min_iterations``), a stop ``patience`` iterations after the last minimum more than
+``tolerance`` below the previous such one (the FMD wide-field frames, whose noise is spatially
+correlated, keep the engine's 2 % tolerance whatever the replayed one is), and either the average at
+the signal's minimum (``keep_estimate='minimum'``) or the one at the stop (``'stop'``) is kept.
+The traced fits are the same fits up to any earlier stop, so a replayed stop's PSNR and time are
+what that rule would have given in that run. Per rule: the mean PSNR, its difference to the
+reference rule (patience 100, minimum: the default until 2026-11-30) with the worst frame, the
+total time to the stops and the ratio to the reference, and the mean stop iteration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+REFERENCE = (100, 0.0, "minimum")
+CORRELATED_TOLERANCE = 0.02  # napari_dip.core.masking.CORRELATED_NOISE_TOLERANCE
+
+
+def trace(crop: int, out: Path, patience: int, cap: int, images: list[str] | None) -> None:
+    import torch
+
+    from napari_dip.core.restore import Restoration
+    from time_to_quality import DATA, load_set, psnr
+
+    torch.set_num_threads(1)
+    records = []
+    for img in load_set(f"fmd{crop}", DATA, images, 256, 32, 0):
+        curve: dict[int, tuple[float, float]] = {}
+        start = time.perf_counter()
+
+        def follow(snap, img=img, curve=curve, start=start) -> None:
+            if snap.ema is not None:
+                curve[snap.iteration] = (time.perf_counter() - start,
+                                         psnr(np.clip(np.squeeze(snap.ema), 0, 255), img.clean, 255))
+
+        job = Restoration("denoise", img.noisy, iterations="auto", max_iterations=cap, preset="auto", device="cpu",
+                          preview_every=5, stop_patience=patience, keep_estimate="minimum")
+        job.run(follow)
+        fitted = job.fits[0]
+        records.append(dict(image=img.name, iterations=fitted.iterations, seconds=time.perf_counter() - start,
+                            signal_iteration=fitted.history["signal_iteration"], signal=fitted.history["signal"],
+                            min_iterations=job.settings.min_iterations,
+                            correlated=bool(job.fits[0].history.get("mask_ratio", [0.3])[0] > 0.5),
+                            curve={str(k): v for k, v in curve.items()}))
+        print(f"{img.name:22s} {fitted.iterations:5d} it  {records[-1]['seconds']:6.1f} s", flush=True)
+        out.write_text(json.dumps(records))
+
+
+def simulate(iterations, signals, patience: int, tolerance: float, floor: int) -> tuple[int | None, int]:
+    """``(stop iteration or None, iteration of the signal minimum)`` of one rule on one trace."""
+    best, best_it = math.inf, 0
+    significant, significant_it = math.inf, 0
+    for it, s in zip(iterations, signals):
+        if it < floor:
+            continue
+        if s < best:
+            best, best_it = s, it
+        if s < significant * (1 - tolerance):
+            significant, significant_it = s, it
+        if it >= floor and it - significant_it >= patience:
+            return it, best_it
+    return None, best_it
+
+
+def replay(files: list[Path], patiences: list[int], tolerances: list[float]) -> None:
+    traces = [t for f in files for t in json.loads(f.read_text())]
+    rules = [(p, tol, keep) for keep in ("minimum", "stop") for p in patiences for tol in tolerances]
+    if REFERENCE not in rules:
+        rules.insert(0, REFERENCE)
+    results: dict[tuple, list] = {}
+    for t in traces:
+        curve = {int(k): v for k, v in t["curve"].items()}
+        base_tol = CORRELATED_TOLERANCE if t.get("correlated") else 0.0
+        for rule in rules:
+            p, tol, keep = rule
+            stop, best = simulate(t["signal_iteration"], t["signal"], p, max(tol, base_tol), t["min_iterations"])
+            if stop is None or stop not in curve:
+                results.setdefault(rule, []).append(None)
+                continue
+            kept = stop if keep == "stop" else best
+            results.setdefault(rule, []).append((curve[stop][0], curve[kept][1], stop))
+    ref = results[REFERENCE]
+    oracle = np.mean([max(v[1] for v in t["curve"].values()) for t in traces])
+    print(f"{len(traces)} traced fits; best PSNR along the curves (the oracle): mean {oracle:.3f} dB")
+    print(f"{'patience':>8} {'tolerance':>9} {'keep':>7} {'mean PSNR':>9} {'vs ref':>7} {'worst':>7} "
+          f"{'time':>7} {'ref/time':>8} {'mean stop':>9}")
+    for rule, rows in results.items():
+        p, tol, keep = rule
+        if any(r is None for r in rows) or any(r is None for r in ref):
+            print(f"{p:8d} {tol:9.4f} {keep:>7}  (some fits did not stop within the trace)")
+            continue
+        d = [r[1] - q[1] for r, q in zip(rows, ref)]
+        total, ref_total = sum(r[0] for r in rows), sum(q[0] for q in ref)
+        mark = "  <- reference" if rule == REFERENCE else ""
+        print(f"{p:8d} {tol:9.4f} {keep:>7} {np.mean([r[1] for r in rows]):9.3f} {np.mean(d):+7.3f} {min(d):+7.3f} "
+              f"{total:7.0f} {ref_total / total:8.2f} {np.mean([r[2] for r in rows]):9.0f}{mark}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("trace", help="fit and record the curves")
+    t.add_argument("--crop", type=int, default=256, choices=[128, 256, 512])
+    t.add_argument("--json", type=Path, required=True)
+    t.add_argument("--patience", type=int, default=300, help="long enough for every replayed rule")
+    t.add_argument("--cap", type=int, default=1200)
+    t.add_argument("--images", nargs="+", default=None, help="frame name substrings to keep")
+    r = sub.add_parser("replay", help="replay rules on traced fits")
+    r.add_argument("files", nargs="+", type=Path)
+    r.add_argument("--patience", nargs="+", type=int, default=[25, 50, 75, 100, 150])
+    r.add_argument("--tolerance", nargs="+", type=float, default=[0.0, 0.001, 0.002])
+    args = p.parse_args(argv)
+    if args.command == "trace":
+        trace(128 if args.crop == 128 else args.crop, args.json, args.patience, args.cap, args.images)
+    else:
+        replay(args.files, args.patience, args.tolerance)
+
+
+if __name__ == "__main__":
+    main()
