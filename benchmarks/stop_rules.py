@@ -3,8 +3,12 @@
     # 1. trace: fit the 12 FMD frames (256 px crops) with the default preset and a long patience,
     #    recording every 5 iterations the hold-out signal, the PSNR of the running average and the time
     python benchmarks/stop_rules.py trace --crop 256 --json trace256.json
+    #    ... and the synthetic "noisy cells" image of `napari-dip demo` (128 px, 4 seeds) and of the sample (256 px)
+    python benchmarks/stop_rules.py trace --cells 128 --seeds 0 1 2 3 --json cells128.json
+    python benchmarks/stop_rules.py trace --cells 256 --seeds 0 --json cells256.json
     # 2. replay: what each rule (patience, relative tolerance, which average is kept) would have done
     python benchmarks/stop_rules.py replay trace256.json
+    python benchmarks/stop_rules.py replay cells128.json cells256.json
 
 A rule is replayed exactly as :class:`napari_dip.core.stopping.HoldOut` runs it: no minimum before
 the floor (``min_iterations``), a stop ``patience`` iterations after the last minimum more than
@@ -30,11 +34,25 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-REFERENCE = (100, 0.0, "minimum")
+REFERENCE = (100, 0.0, "minimum")  # the rule before 2026-11-30; now denoising keeps the average at the stop
 CORRELATED_TOLERANCE = 0.02  # napari_dip.core.masking.CORRELATED_NOISE_TOLERANCE
 
 
-def trace(crop: int, out: Path, patience: int, cap: int, images: list[str] | None) -> None:
+def cells_images(size: int, seeds: list[int]) -> list:
+    """The synthetic noisy-cells images (``napari-dip demo`` is ``size=128, seed=0``), scored in counts."""
+    from napari_dip.samples import noisy_cells
+    from time_to_quality import Image
+
+    out = []
+    for seed in seeds:
+        clean, noisy = noisy_cells(size, seed=seed)
+        out.append(Image("cells", f"cells{size}_seed{seed}", noisy.astype(np.float32),
+                         clean * 4095 * 0.8 + 100, 4095 * 0.8))
+    return out
+
+
+def trace(crop: int, out: Path, patience: int, cap: int, images: list[str] | None, cells: int | None = None,
+          seeds: list[int] | None = None) -> None:
     import torch
 
     from napari_dip.core.restore import Restoration
@@ -42,17 +60,19 @@ def trace(crop: int, out: Path, patience: int, cap: int, images: list[str] | Non
 
     torch.set_num_threads(1)
     records = []
-    for img in load_set(f"fmd{crop}", DATA, images, 256, 32, 0):
+    todo = cells_images(cells, seeds or [0]) if cells else load_set(f"fmd{crop}", DATA, images, 256, 32, 0)
+    for img in todo:
         curve: dict[int, tuple[float, float]] = {}
         start = time.perf_counter()
 
         def follow(snap, img=img, curve=curve, start=start) -> None:
             if snap.ema is not None:
-                curve[snap.iteration] = (time.perf_counter() - start,
-                                         psnr(np.clip(np.squeeze(snap.ema), 0, 255), img.clean, 255))
+                estimate = np.squeeze(snap.ema) if cells else np.clip(np.squeeze(snap.ema), 0, 255)
+                curve[snap.iteration] = (time.perf_counter() - start, psnr(estimate, img.clean, img.peak))
 
+        seed = int(img.name.rsplit("seed", 1)[1]) if cells else 0
         job = Restoration("denoise", img.noisy, iterations="auto", max_iterations=cap, preset="auto", device="cpu",
-                          preview_every=5, stop_patience=patience, keep_estimate="minimum")
+                          seed=seed, preview_every=5, stop_patience=patience, keep_estimate="minimum")
         job.run(follow)
         fitted = job.fits[0]
         records.append(dict(image=img.name, iterations=fitted.iterations, seconds=time.perf_counter() - start,
@@ -123,13 +143,15 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--patience", type=int, default=300, help="long enough for every replayed rule")
     t.add_argument("--cap", type=int, default=1200)
     t.add_argument("--images", nargs="+", default=None, help="frame name substrings to keep")
+    t.add_argument("--cells", type=int, default=None, help="trace the synthetic noisy-cells image of this size instead")
+    t.add_argument("--seeds", nargs="+", type=int, default=[0], help="with --cells: the images' seeds")
     r = sub.add_parser("replay", help="replay rules on traced fits")
     r.add_argument("files", nargs="+", type=Path)
     r.add_argument("--patience", nargs="+", type=int, default=[25, 50, 75, 100, 150])
     r.add_argument("--tolerance", nargs="+", type=float, default=[0.0, 0.001, 0.002])
     args = p.parse_args(argv)
     if args.command == "trace":
-        trace(128 if args.crop == 128 else args.crop, args.json, args.patience, args.cap, args.images)
+        trace(args.crop, args.json, args.patience, args.cap, args.images, args.cells, args.seeds)
     else:
         replay(args.files, args.patience, args.tolerance)
 
