@@ -52,7 +52,7 @@ def cells_images(size: int, seeds: list[int]) -> list:
 
 
 def trace(crop: int, out: Path, patience: int, cap: int, images: list[str] | None, cells: int | None = None,
-          seeds: list[int] | None = None) -> None:
+          seeds: list[int] | None = None, overrides: dict | None = None) -> None:
     import torch
 
     from napari_dip.core.restore import Restoration
@@ -72,7 +72,8 @@ def trace(crop: int, out: Path, patience: int, cap: int, images: list[str] | Non
 
         seed = int(img.name.rsplit("seed", 1)[1]) if cells else 0
         job = Restoration("denoise", img.noisy, iterations="auto", max_iterations=cap, preset="auto", device="cpu",
-                          seed=seed, preview_every=5, stop_patience=patience, keep_estimate="minimum")
+                          seed=seed, preview_every=5, **{"stop_patience": patience, "keep_estimate": "minimum",
+                                                          **(overrides or {})})
         job.run(follow)
         fitted = job.fits[0]
         records.append(dict(image=img.name, iterations=fitted.iterations, seconds=time.perf_counter() - start,
@@ -145,13 +146,18 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--images", nargs="+", default=None, help="frame name substrings to keep")
     t.add_argument("--cells", type=int, default=None, help="trace the synthetic noisy-cells image of this size instead")
     t.add_argument("--seeds", nargs="+", type=int, default=[0], help="with --cells: the images' seeds")
+    t.add_argument("--set", nargs="+", default=[], metavar="NAME=VALUE",
+                   help="engine settings for the traced fits, e.g. noise_model=auto holdout_fraction=0.15")
     r = sub.add_parser("replay", help="replay rules on traced fits")
     r.add_argument("files", nargs="+", type=Path)
     r.add_argument("--patience", nargs="+", type=int, default=[25, 50, 75, 100, 150])
     r.add_argument("--tolerance", nargs="+", type=float, default=[0.0, 0.001, 0.002])
     args = p.parse_args(argv)
     if args.command == "trace":
-        trace(args.crop, args.json, args.patience, args.cap, args.images, args.cells, args.seeds)
+        from quality import parse_overrides
+
+        trace(args.crop, args.json, args.patience, args.cap, args.images, args.cells, args.seeds,
+              parse_overrides(args.set))
     else:
         replay(args.files, args.patience, args.tolerance)
 
