@@ -73,6 +73,12 @@ class RunOptions:
     noise_model: str | None = None
     overrides: dict[str, Any] | None = None
 
+    def setting_overrides(self) -> dict[str, Any]:
+        """:class:`~napari_dip.core.settings.Settings` fields to override: ``overrides`` (a copy) plus
+        ``noise_model`` where chosen (an ``overrides`` entry of the same name wins)."""
+        chosen = {} if self.noise_model is None else {"noise_model": str(self.noise_model)}
+        return {**chosen, **(self.overrides or {})}
+
 
 def build_restoration(task: str, inp: ImageInput, options: RunOptions, mask: np.ndarray | None = None,
                       settings: Any = None):
@@ -94,9 +100,7 @@ def build_restoration(task: str, inp: ImageInput, options: RunOptions, mask: np.
     from ..core.settings import get_settings
 
     resolve_device(options.device)  # fail here, not in the worker, for a missing GPU
-    overrides = dict(options.overrides or {})
-    if options.noise_model is not None:
-        overrides.setdefault("noise_model", str(options.noise_model))
+    overrides = options.setting_overrides()
     kwargs: dict[str, Any] = {key: overrides.pop(key) for key in _RESTORATION_KEYS if key in overrides}
     if options.auto_stop:
         kwargs["max_iterations"] = int(options.iterations)

@@ -91,5 +91,3 @@ class _ActivityProgress:
             QTimer.singleShot(0, self.bar.close)
         else:
             self.bar.close()
-
-

@@ -115,9 +115,7 @@ class StackJobRunner(_RunSlots):
         # sent as settings, so the store's fingerprint names exactly the network the workers fit
         kind = _device_kind(options.device)
         name = resolve_preset(options.preset, w.task, kind)
-        overrides = dict(options.overrides or {})
-        if options.noise_model is not None:
-            overrides.setdefault("noise_model", str(options.noise_model))
+        overrides = options.setting_overrides()
         fit: dict[str, Any] = {"device": options.device, "seed": int(options.seed), "precision": options.precision}
         if options.auto_stop:
             fit["iterations"] = "auto"
@@ -134,7 +132,6 @@ class StackJobRunner(_RunSlots):
 
     def run(self):
         """Start the stack job in a worker thread; returns the worker, or None if the inputs were refused."""
-
         w = self.widget
         try:
             request = self.request()

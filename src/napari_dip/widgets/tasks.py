@@ -33,10 +33,11 @@ class DenoiseWidget(RestorationWidget):
         super().__init__(viewer)
 
     def _advanced_task_controls(self) -> list[Widget]:
+        from ..core.noise import NOISE_MODELS
         from ..core.settings import Settings
 
         self.noise_model = ComboBox(
-            name="noise_model", label="noise model", choices=["auto", "gaussian", "poisson-gaussian"],
+            name="noise_model", label="noise model", choices=list(NOISE_MODELS),
             value=Settings.noise_model,
             tooltip="'poisson-gaussian': shot noise whose variance grows with the signal (fluorescence); the "
                     "camera's gain and read noise are estimated from the image and fitted in a "
