@@ -244,3 +244,14 @@ def test_the_stack_job_controls_are_in_advanced_and_only_in_the_restoration_widg
     for cls in (BlindRestoreWidget, EnhanceWidget, FlashNoFlashWidget, PreImageWidget):
         w = cls(viewer)
         assert w._stack_runner is None and not hasattr(w, "scheduler")
+
+
+def test_the_noise_model_reaches_a_stack_job(viewer, tmp_path):
+    from napari_dip.widgets import DenoiseWidget
+
+    w, _layer = stack_widget(DenoiseWidget, viewer, stack(2), store=tmp_path / "cells-dip.zarr")
+    w.noise_model.value = "poisson-gaussian"
+    request = w._stack_runner.request()
+    assert request.fit_kwargs["preset"].noise_model == "poisson-gaussian"
+    w.overrides = {"noise_model": "auto"}  # a script's explicit override wins over the control
+    assert w._stack_runner.request().fit_kwargs["preset"].noise_model == "auto"
