@@ -360,6 +360,9 @@ def test_the_noise_model_is_recorded_and_stated():
     stack = [PlaneRecord(i, "rule", 300, 200, noise={**rec, "gain": g}) for i, g in enumerate((7.9, 8.4))]
     text, _ = describe_outcome(RunOutcome(np.zeros((2, 4, 4)), stack, [0, 1], "finished"), "Denoising", 2, 3000)
     assert "Poisson-Gaussian noise model on 2 planes (estimated gain 7.9-8.4" in text
+    big = PlaneRecord(0, "rule", 300, 200, noise={**rec, "gain": 105.68, "read_variance": 3255.7})
+    text, _ = describe_outcome(RunOutcome(data, [big], [0], "finished"), "Denoising", 1, 3000)
+    assert "(estimated gain 106, read-noise variance 3256)" in text
 
 
 def test_convergence_evidence_tells_a_blob_from_a_fit():

@@ -146,11 +146,17 @@ def _values(value: Any) -> list[float]:
     return [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
 
 
+def _number(v: float) -> str:
+    """Three significant digits, or the whole number from 1000 up (3256, not 3.26e+03)."""
+    v += 0.0  # no '-0'
+    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+
+
 def _range(values: list[float]) -> str:
     if not values:
         return "?"
-    lo, hi = min(values) + 0.0, max(values) + 0.0  # + 0.0: no '-0'
-    return f"{lo:.3g}" if f"{lo:.3g}" == f"{hi:.3g}" else f"{lo:.3g}-{hi:.3g}"
+    lo, hi = _number(min(values)), _number(max(values))
+    return lo if lo == hi else f"{lo}-{hi}"
 
 
 def describe_outcome(outcome: RunOutcome, title: str, n_slices: int, cap: int, layer_name: str | None = None
