@@ -226,7 +226,7 @@ def test_keep_estimate_stop_keeps_the_average_when_the_rule_stops():
     last, last_averages = _fit_with_averages(noisy, base.replace(keep_estimate="stop"))
     assert Settings().keep_estimate == "minimum" and MASKED.keep_estimate == "stop"  # the masked preset's
     inpaint = get_settings("pretrained", "inpaint")  # measured for denoising only (docs/engine.md)
-    assert inpaint.keep_estimate == "minimum" and inpaint.stop_patience == 100 == MASKED.stop_patience
+    assert (inpaint.keep_estimate, inpaint.stop_patience, inpaint.lr) == ("minimum", 100, 1e-3)
     assert last.stopped_early and last.iterations == low.iterations  # the same fit and rule: the same stop
     assert last.best_iteration == last.iterations and low.best_iteration < low.iterations
     np.testing.assert_array_equal(last.image, last_averages[last.iterations])
