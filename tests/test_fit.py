@@ -168,6 +168,25 @@ def test_rollback_judges_later_steps_against_the_restored_loss(smooth_rgb):
     assert snaps[-1].loss < snaps[0].loss / 3
 
 
+def test_rollback_restores_the_weights_that_gave_the_checkpoint_loss(smooth_rgb):
+    # regression: the checkpoint kept the weights after its iteration's step with the loss before it,
+    # so a fit whose first (full-size Adam) step raised the loss 3x rolled back at every iteration
+    # (a masked fit at lr 0.005 in the stabilised domain: 999 rollbacks, 10.7 dB)
+    settings = FAST.replace(stop_rule="none", checkpoint_every=1, reg_noise_std=0.0)  # a fixed input
+    fitter = Fitter(_tensor(add_noise(smooth_rgb, 0.05)), _Exploding({6}), settings, iterations=10)
+    snaps = list(fitter.steps())
+    assert [s.iteration for s in snaps if s.rolled_back] == [6]
+    assert snaps[6].loss == pytest.approx(snaps[4].loss, rel=1e-5)  # iteration 7 ran iteration 5's weights
+
+
+def test_halved_learning_rate_survives_the_restored_optimizer_state(smooth_rgb):
+    settings = FAST.replace(stop_rule="none")
+    fitter = Fitter(_tensor(smooth_rgb), _Exploding({5, 6, 7, 8}), settings, iterations=12)
+    snaps = list(fitter.steps())
+    assert sum("halved" in (s.message or "") for s in snaps) == 2  # every second restore of one checkpoint
+    assert fitter.optimizer.param_groups[0]["lr"] == pytest.approx(settings.lr / 4)
+
+
 def test_bf16_on_cpu_is_opt_in_and_still_improves(smooth_rgb):
     noisy = add_noise(smooth_rgb, 0.1)
     default = Fitter(_tensor(noisy), settings=FAST, iterations=2, device="cpu")

@@ -475,7 +475,8 @@ class Fitter:
         self._ema_steps = 0
         self._checkpoint: dict | None = None
         self._last_good: float | None = None
-        self._consecutive_rollbacks = 0
+        self._restores = 0  # rollbacks to the current checkpoint
+        self._lr = s.lr  # halved by repeated rollbacks; a restored optimizer state must not undo that
         self._finished = False
 
     # -- pieces of one iteration ------------------------------------------------------------
@@ -501,6 +502,8 @@ class Fitter:
         return torch.where(steps > 0, average, fallback)
 
     def _save_checkpoint(self, loss: float) -> None:
+        """Keep the current weights (before this iteration's step) with the loss they gave."""
+        self._restores = 0
         self._checkpoint = {
             "loss": loss,
             "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
@@ -510,15 +513,23 @@ class Fitter:
         }
 
     def _rollback(self) -> str:
+        """Restore the last checkpoint; from the second restore of the same one on, halve the learning rate.
+
+        The checkpoint holds the weights that gave its loss (saved before the step), so the next
+        steps are judged against that loss, not the (lower) one just before the blow-up. A step
+        that blows up again from the same weights (e.g. Adam's first, full-size step at a high
+        learning rate) would otherwise be retried forever: every second restore halves the rate,
+        and the restored optimizer state keeps the halved rate.
+        """
         self.rollbacks += 1
-        self._consecutive_rollbacks += 1
+        self._restores += 1
         msg = f"loss blew up at iteration {self.iteration}; restored the last good weights"
         if self._checkpoint is not None:
-            # the restored weights had the checkpoint's loss: judge the next steps against that,
-            # not against the (lower) loss just before the blow-up, or every step rolls back
             self._last_good = self._checkpoint["loss"]
             self.net.load_state_dict(self._checkpoint["net"])
             self.optimizer.load_state_dict(copy.deepcopy(self._checkpoint["opt"]))
+            for group in self.optimizer.param_groups:
+                group["lr"] = self._lr
             if self._checkpoint["ema"] is not None:
                 ema_sum, steps = self._checkpoint["ema"]
                 self._ema_sum = ema_sum.clone()
@@ -528,11 +539,11 @@ class Fitter:
                 else:
                     self._ema_steps = steps
                     self.ema = self._ema_sum / (1 - self.settings.ema ** self._ema_steps)
-        if self._consecutive_rollbacks >= 3:
+        if self._restores % 2 == 0:
+            self._lr *= 0.5
             for group in self.optimizer.param_groups:
-                group["lr"] *= 0.5
-            msg += f"; learning rate halved to {self.optimizer.param_groups[0]['lr']:.3g}"
-            self._consecutive_rollbacks = 0
+                group["lr"] = self._lr
+            msg += f"; learning rate halved to {self._lr:.3g}"
         return msg
 
     def _estimate(self) -> torch.Tensor | None:
@@ -608,6 +619,10 @@ class Fitter:
                         self._last_good is not None and loss_value > s.rollback_factor * self._last_good)
                     if bad:
                         message, rolled = self._rollback(), True
+                    else:  # the weights that gave this loss, before this step changes them
+                        self._last_good = loss_value
+                        if self._checkpoint is None or it % s.checkpoint_every == 0:
+                            self._save_checkpoint(loss_value)
                 if not rolled:
                     self.optimizer.zero_grad(set_to_none=True)
                     if self.scaler is not None:
@@ -635,11 +650,6 @@ class Fitter:
                             self._ema_sum.mul_(s.ema).add_(out, alpha=1 - s.ema)
                             self._ema_steps += 1
                             self.ema = self._ema_sum / (1 - s.ema ** self._ema_steps)
-                    if sync:
-                        self._last_good = loss_value
-                        self._consecutive_rollbacks = 0
-                        if self._checkpoint is None or it % s.checkpoint_every == 0:
-                            self._save_checkpoint(loss_value)
                     estimate = self.ema if self.ema is not None else out
                     check = self._update_rules(it, out, estimate)
                     stop = self.auto and check.stop
