@@ -513,7 +513,7 @@ class Fitter:
         }
 
     def _rollback(self) -> str:
-        """Restore the last checkpoint; from the second restore of the same one on, halve the learning rate.
+        """Restore the last checkpoint; every second restore of the same one halves the learning rate.
 
         The checkpoint holds the weights that gave its loss (saved before the step), so the next
         steps are judged against that loss, not the (lower) one just before the blow-up. A step
