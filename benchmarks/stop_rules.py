@@ -130,10 +130,7 @@ def settled(trace: dict, lag: int, threshold: float) -> int | None:
 def replay_changes(files: list[Path], lag: int, thresholds: list[float]) -> None:
     """The hold-out rule (patience 100, average at the stop) or, sooner, a settled running average."""
     traces = [t for f in files for t in json.loads(f.read_text()) if "changes" in t]
-    base = []
-    for t in traces:
-        tol = CORRELATED_TOLERANCE if t.get("correlated") else 0.0
-        base.append(simulate(t["signal_iteration"], t["signal"], 100, tol, t["min_iterations"])[0])
+    base = [replay_rule(t, DEFAULT)[2] for t in traces]
     print(f"{len(traces)} traced fits with the average's changes; reference: patience 100, average at the stop")
     print(f"{'lag':>4} {'threshold':>9} {'mean PSNR':>9} {'vs ref':>7} {'worst':>7} {'ref/time':>8} {'mean stop':>9}")
     for threshold in [0.0, *thresholds]:

@@ -476,7 +476,6 @@ class Fitter:
         self._checkpoint: dict | None = None
         self._last_good: float | None = None
         self._restores = 0  # rollbacks to the current checkpoint
-        self._lr = s.lr  # halved by repeated rollbacks; a restored optimizer state must not undo that
         self._finished = False
 
     # -- pieces of one iteration ------------------------------------------------------------
@@ -527,9 +526,10 @@ class Fitter:
         if self._checkpoint is not None:
             self._last_good = self._checkpoint["loss"]
             self.net.load_state_dict(self._checkpoint["net"])
+            rates = [group["lr"] for group in self.optimizer.param_groups]  # the checkpoint's may be higher
             self.optimizer.load_state_dict(copy.deepcopy(self._checkpoint["opt"]))
-            for group in self.optimizer.param_groups:
-                group["lr"] = self._lr
+            for group, lr in zip(self.optimizer.param_groups, rates):
+                group["lr"] = lr
             if self._checkpoint["ema"] is not None:
                 ema_sum, steps = self._checkpoint["ema"]
                 self._ema_sum = ema_sum.clone()
@@ -540,10 +540,9 @@ class Fitter:
                     self._ema_steps = steps
                     self.ema = self._ema_sum / (1 - self.settings.ema ** self._ema_steps)
         if self._restores % 2 == 0:
-            self._lr *= 0.5
             for group in self.optimizer.param_groups:
-                group["lr"] = self._lr
-            msg += f"; learning rate halved to {self._lr:.3g}"
+                group["lr"] *= 0.5
+            msg += f"; learning rate halved to {self.optimizer.param_groups[0]['lr']:.3g}"
         return msg
 
     def _estimate(self) -> torch.Tensor | None:
