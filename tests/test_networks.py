@@ -60,6 +60,33 @@ def test_skip_builder_options():
     assert np.isfinite(count_parameters(net))
 
 
+def test_zero_padding_is_the_convolutions_own_and_keeps_the_state_dict_layout():
+    kwargs = dict(channels_down=(8, 8), channels_up=(8, 8), channels_skip=(2, 2))
+    torch.manual_seed(0)
+    zero = skip(4, 1, pad="zero", **kwargs)
+    reflect = skip(4, 1, pad="reflection", **kwargs)
+    assert list(zero.state_dict()) == list(reflect.state_dict())  # weights files load across paddings
+    assert not any(isinstance(m, torch.nn.ZeroPad2d) for m in zero.modules())  # no padded copy of the maps
+    # same function as an explicit zero pad before an unpadded convolution
+    conv = next(m for m in zero.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    x = torch.rand(1, conv.in_channels, 9, 9)
+    explicit = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1)), conv.weight, conv.bias,
+                                          stride=conv.stride)
+    torch.testing.assert_close(conv(x), explicit)
+
+
+def test_skip_net_without_the_concatenation_norm():
+    kwargs = dict(channels_down=(8, 8), channels_up=(8, 8), channels_skip=(2, 2))
+    with_norm, without = skip(4, 1, **kwargs), skip(4, 1, concat_norm=False, **kwargs)
+    levels = [with_norm.body, with_norm.body.deeper]
+    assert all(isinstance(level.bn, torch.nn.BatchNorm2d) for level in levels)
+    assert not isinstance(without.body.bn, torch.nn.BatchNorm2d)
+    assert not isinstance(without.body.deeper.bn, torch.nn.BatchNorm2d)
+    # each level drops one BatchNorm over skip + deeper channels (weight and bias)
+    assert count_parameters(with_norm) - count_parameters(without) == 2 * (2 + 8) * 2
+    assert without(torch.rand(1, 4, 16, 16)).shape == (1, 1, 16, 16)
+
+
 @pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_upsampling_gradient_is_dense_and_exact(mode, channels_last):

@@ -76,11 +76,12 @@ def _conv(cin: int, cout: int, k: int, stride: int = 1, pad: str = "reflection",
     if stride != 1 and downsample in ("avg", "max"):
         conv_stride = 1
     p = (k - 1) // 2
-    if p > 0:
-        if pad not in _PADS:
-            raise ValueError(f"unknown padding {pad!r}; use one of {sorted(_PADS)}")
-        layers.append(_PADS[pad](p))
-    layers.append(nn.Conv2d(cin * groups, cout * groups, k, conv_stride, padding=0, bias=bias, groups=groups))
+    if pad not in _PADS:
+        raise ValueError(f"unknown padding {pad!r}; use one of {sorted(_PADS)}")
+    if p > 0:  # zeros: the convolution's own padding, no padded copy (Identity keeps the state-dict keys)
+        layers.append(nn.Identity() if pad == "zero" else _PADS[pad](p))
+    layers.append(nn.Conv2d(cin * groups, cout * groups, k, conv_stride, padding=p if pad == "zero" else 0, bias=bias,
+                            groups=groups))
     if stride != 1 and downsample == "avg":
         layers.append(nn.AvgPool2d(stride, stride))
     elif stride != 1 and downsample == "max":
@@ -184,7 +185,7 @@ class DIPNet(nn.Module):
 
 class _SkipLevel(nn.Module):
     def __init__(self, cin, down, up_from_deeper, skip_ch, up, kd, ku, ks, pad, act, upsample,
-                 downsample, need1x1_up, bias, deeper: nn.Module | None, groups: int = 1):
+                 downsample, need1x1_up, bias, deeper: nn.Module | None, groups: int = 1, concat_norm: bool = True):
         super().__init__()
         g = groups
         self.groups = g
@@ -194,7 +195,7 @@ class _SkipLevel(nn.Module):
         self.deeper = deeper
         self.up = _upsample(upsample)
         k = up_from_deeper if deeper is not None else down
-        self.bn = nn.BatchNorm2d((skip_ch + k) * g)
+        self.bn = nn.BatchNorm2d((skip_ch + k) * g) if concat_norm else nn.Identity()
         post = [_cbr(skip_ch + k, up, ku, 1, pad, act, bias=bias, groups=g)]
         if need1x1_up:
             post.append(_cbr(up, up, 1, 1, pad, act, bias=bias, groups=g))
@@ -222,7 +223,7 @@ class SkipNet(DIPNet):
     def __init__(self, in_channels=32, out_channels=3, channels_down=(128,) * 5, channels_up=(128,) * 5,
                  channels_skip=(4,) * 5, kernel_down=3, kernel_up=3, kernel_skip=1, upsample="bilinear",
                  downsample="stride", pad="reflection", act="LeakyReLU", need1x1_up=True, bias=True,
-                 sigmoid=True, groups=1):
+                 sigmoid=True, groups=1, concat_norm=True):
         super().__init__()
         n = len(channels_down)
         self.groups = int(groups)
@@ -241,7 +242,7 @@ class SkipNet(DIPNet):
         for i in reversed(range(n)):
             deeper = _SkipLevel(cins[i], channels_down[i], up_ch[i + 1] if i + 1 < n else None, skip_ch[i],
                                 up_ch[i], kd[i], ku[i], kernel_skip, pad, act, ups[i], downsample,
-                                need1x1_up, bias, deeper, self.groups)
+                                need1x1_up, bias, deeper, self.groups, bool(concat_norm))
         self.body = deeper
         self.head = _conv(up_ch[0], out_channels, 1, 1, pad, bias, groups=self.groups)
         self.sigmoid = sigmoid
