@@ -83,3 +83,22 @@ def test_weights_of_another_network_are_refused_before_fitting(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "fast.pt does not match this fit: its network_kwargs" in err and not den.exists()
     assert path.read_bytes() == before
+
+
+def test_pretraining_from_a_file_goes_on_with_its_network(tmp_path):
+    from napari_dip.core.networks import build_network
+    from napari_dip.core.settings import get_settings
+    from napari_dip.core.weights import save_weights
+
+    s = get_settings("pretrained", "denoise", weights=None)
+    kwargs = {**s.network_kwargs, "channels_down": (4, 4), "channels_up": (4, 4), "channels_skip": (2, 2)}
+    start = save_weights(tmp_path / "older.pt", build_network("skip", 2, 1, **kwargs), network="skip",
+                         network_kwargs=kwargs, in_channels=2, out_channels=1, input_kind="masked")
+    stack, out = _stack(tmp_path / "stack.tif"), tmp_path / "more.pt"
+    assert main(["pretrain", str(stack), "-o", str(out), "--from", str(start), "--steps", "2", "--batch", "2",
+                 "--quiet"]) == 0
+    w = load_weights(out)
+    assert w.network_kwargs["channels_down"] == [4, 4] and w.meta["started_from"] == str(start)
+    den = tmp_path / "den.tif"
+    assert main(["denoise", str(stack), "-o", str(den), "--weights", str(out), "--iterations", "2"]) == 0
+    assert den.exists()

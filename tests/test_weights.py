@@ -79,6 +79,25 @@ def test_mismatched_corrupt_missing_and_foreign_files_get_clear_errors(tmp_path)
         load_weights(newer)
 
 
+def test_a_weights_file_brings_its_network_unless_one_is_given(tmp_path):
+    net, path = _save(tmp_path / "w.pt")  # the TINY net, not the preset's
+    settings = get_settings("pretrained", "denoise", weights=str(path))
+    assert settings.network_kwargs["channels_down"] == [4, 4]
+    fitter = Fitter(_t(smooth_gray(32)), settings=settings, iterations=1, device="cpu")
+    assert fitter.weights_file == str(path)
+    for k, v in net.state_dict().items():
+        assert torch.equal(fitter.net.state_dict()[k].cpu(), v), k
+    # a network given with the file is kept, and the fit says how they differ
+    given = get_settings("pretrained", "denoise", weights=str(path), network_kwargs=MASKED.network_kwargs)
+    with pytest.raises(WeightsError, match=r"w\.pt does not match this fit: its network_kwargs"):
+        Fitter(_t(smooth_gray(32)), settings=given, iterations=1)
+    # a file for another kind of input does not change the network (the fit refuses it by name)
+    other = get_settings("fast", "denoise", weights=str(path))
+    assert other.network_kwargs == get_settings("fast", "denoise").network_kwargs
+    with pytest.raises(WeightsError, match="missing.pt does not exist"):
+        get_settings("pretrained", "denoise", weights=str(tmp_path / "missing.pt"))
+
+
 def test_existing_files_are_kept_without_overwrite(tmp_path):
     path = tmp_path / "w.pt"
     path.write_bytes(b"precious")

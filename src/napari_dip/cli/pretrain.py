@@ -118,6 +118,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
                                    f"(expected {builtin_path(channels)}); use --from none")
             else:
                 w = load_weights(path)
+                if w.input_kind == "masked":  # go on training the network the file holds
+                    settings = settings.replace(network=w.network, network_kwargs=dict(w.network_kwargs))
                 w.check(settings.network, settings.network_kwargs, channels + 1, channels, "masked")
                 init_state, start_file = w.state_dict, str(path)
         except WeightsError as err:

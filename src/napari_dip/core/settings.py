@@ -37,7 +37,9 @@ class Settings:
     weights : str or None
         Starting weights: None (random, as in the paper), ``'builtin'`` (the weights shipped for
         the image's channel count, where there are some; random otherwise) or the path of a weights
-        file from ``napari-dip pretrain`` (:mod:`napari_dip.core.weights`).
+        file from ``napari-dip pretrain`` (:mod:`napari_dip.core.weights`). A file names the network
+        it was trained for: :func:`get_settings` builds that one unless ``network`` or
+        ``network_kwargs`` are given too.
     lr : float
         Adam learning rate.
     reg_noise_std : float
@@ -207,6 +209,15 @@ def get_settings(preset: str | Settings = "paper", task: str = "denoise", *, dev
         For an unknown preset or task, or a preset without settings for the task.
     TypeError
         For unknown override names.
+    WeightsError
+        For a ``weights`` path that is missing or not a weights file.
+
+    Notes
+    -----
+    A ``weights`` path overrides the preset's network with the one the file was trained for (so
+    files from an earlier network keep working), unless ``network`` or ``network_kwargs`` are
+    overridden too, or the file was made for another kind of input (the fit then says how they
+    differ).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
@@ -220,4 +231,12 @@ def get_settings(preset: str | Settings = "paper", task: str = "denoise", *, dev
             raise ValueError(f"the {name!r} preset has no settings for {task!r}; choose one of "
                              f"{list(presets_for(task))}")
         base = PRESETS[name][task]
-    return base.replace(**overrides) if overrides else base
+    settings = base.replace(**overrides) if overrides else base
+    weights = overrides.get("weights")
+    if weights is not None and weights != "builtin" and not {"network", "network_kwargs"} & set(overrides):
+        from .weights import load_weights  # torch: only when a file is named
+
+        found = load_weights(weights)
+        if found.input_kind == settings.input_kind:
+            settings = settings.replace(network=found.network, network_kwargs=dict(found.network_kwargs))
+    return settings
