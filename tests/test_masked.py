@@ -184,7 +184,27 @@ def test_masked_fits_on_correlated_noise_use_the_tolerant_hold_out():
     white = Fitter(_t(add_noise(smooth_gray(96), 0.08)), settings=MASKED, iterations="auto", device="cpu")
     corr = Fitter(_t(_correlated()), settings=MASKED, iterations="auto", device="cpu")
     assert white.stop_rules == corr.stop_rules == ["holdout"]
-    assert white.rules[0].tolerance == 0.0 and corr.rules[0].tolerance == 0.02
+    assert white.rules[0].tolerance == 0.0 and corr.rules[0].tolerance == 1.0
+
+
+def test_full_tolerance_stops_patience_after_the_floor_however_the_signal_falls():
+    from napari_dip.core.stopping import HoldOut
+
+    y = torch.zeros(1, 1, 4, 4)
+    held = torch.ones(1, 1, 4, 4)
+    rule = HoldOut(lambda x: x, y, held, patience=10, every=1, min_iterations=5, tolerance=1.0, floor=5)
+    stop = None
+    for it in range(1, 100):
+        est = torch.full((1, 1, 4, 4), 0.8 ** it)  # falls 36 % an iteration: a network learning the noise
+        check = rule.update(it, est, est)
+        if it >= 5:
+            assert check.capture  # the minimum is still followed
+        if check.stop:
+            stop = it
+            break
+    assert stop == 15  # the first signal (at the floor) starts the patience, no later drop restarts it
+    with pytest.raises(ValueError, match=r"tolerance must be in \[0, 1\]"):
+        HoldOut(lambda x: x, y, held, tolerance=1.5)
 
 
 def test_a_masked_fit_takes_no_estimate_before_its_floor():

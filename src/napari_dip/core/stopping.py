@@ -87,7 +87,8 @@ class _MinimumTracker:
     With ``tolerance`` > 0 every new minimum is still captured, but only a minimum more than
     ``tolerance`` (a fraction) below the last such significant one restarts the patience: a signal
     that keeps creeping down by less stops the fit ``patience`` iterations after its last real
-    improvement.
+    improvement. ``tolerance=1`` lets no later minimum restart the patience: the fit stops
+    ``patience`` iterations after its first signal (at ``floor``), whatever the signal does.
 
     With ``floor`` > 0 signals before iteration ``floor`` are ignored: no minimum (and no estimate)
     is taken from them. A masked fit's estimate is a per-pixel average that needs that many
@@ -102,8 +103,8 @@ class _MinimumTracker:
             raise ValueError("patience and every must be >= 1")
         if delay < 0:
             raise ValueError(f"delay must be >= 0, got {delay}")
-        if not 0.0 <= tolerance < 1.0:
-            raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
+        if not 0.0 <= tolerance <= 1.0:
+            raise ValueError(f"tolerance must be in [0, 1], got {tolerance}")
         self.patience, self.every, self.min_iterations = int(patience), int(every), int(min_iterations)
         self.delay = int(delay)
         self.tolerance = float(tolerance)
@@ -125,7 +126,8 @@ class _MinimumTracker:
         improved = signal < self.best_signal
         if improved:
             self.best_signal, self.best_iteration = signal, iteration
-        if signal < self._significant_signal * (1.0 - self.tolerance):
+        first = self._significant_signal == math.inf  # (inf * 0 is NaN with tolerance 1)
+        if first or signal < self._significant_signal * (1.0 - self.tolerance):
             self._significant_signal, self._significant_iteration = signal, iteration
         if self.delay == 0:
             capture = improved
