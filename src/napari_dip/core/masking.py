@@ -36,7 +36,7 @@ CORRELATED_NOISE_AVERAGE = 0.99
 #: network still learns the correlated noise through its rare visible neighbours, and so does the
 #: hold-out error: it keeps falling while the estimate turns to the noise. FMD wide-field 256 px: the
 #: lighter masked nets peaked at iteration 125-175 and fell to 24-28 dB by iteration 1000 with no
-#: stop from the hold-out (then with a 2 % tolerance); the previous net's hold-out stopped every
+#: stop from the hold-out (then with a 2 % tolerance); at 256 px the previous net's hold-out stopped every
 #: wide-field frame at 125 anyway (docs/performance.md, "A lighter masked network")
 CORRELATED_NOISE_TOLERANCE = 1.0
 
