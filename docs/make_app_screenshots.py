@@ -20,33 +20,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from make_screenshots import OUT, shot, wait  # the same folder (run as a script)
 
-OUT = Path(__file__).resolve().parent / "images"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dip"
-
-
-def wait(app, predicate, timeout: float = 3600.0) -> None:
-    """Process Qt events until ``predicate()`` is true."""
-    start = time.monotonic()
-    while not predicate():
-        app.processEvents()
-        time.sleep(0.01)
-        if time.monotonic() - start > timeout:
-            raise TimeoutError("the run did not finish in time")
-
-
-def shot(viewer, app, name: str, reset: bool = True) -> Path:
-    from imageio.v3 import imwrite
-
-    if reset:
-        viewer.reset_view()
-    for _ in range(30):
-        app.processEvents()
-        time.sleep(0.02)
-    path = OUT / f"{name}.png"
-    imwrite(path, viewer.screenshot(canvas_only=False, flash=False))
-    print("wrote", path, flush=True)
-    return path
 
 
 def report(name: str, widget, layer=None) -> None:

@@ -23,14 +23,14 @@ import numpy as np
 OUT = Path(__file__).resolve().parent / "images"
 
 
-def wait(app, predicate, timeout: float = 1800.0) -> None:
-    """Process Qt events until ``predicate()`` is true."""
+def wait(app, predicate, timeout: float = 3600.0) -> None:
+    """Process Qt events until ``predicate()`` is true (also used by make_app_screenshots.py)."""
     start = time.monotonic()
     while not predicate():
         app.processEvents()
         time.sleep(0.01)
         if time.monotonic() - start > timeout:
-            raise TimeoutError("the fit did not finish in time")
+            raise TimeoutError("the run did not finish in time")
 
 
 def setup(widget, layer, iterations: int, preview_every: int, auto_stop: bool = True, **values) -> None:
@@ -48,7 +48,7 @@ def shot(viewer, app, name: str, reset: bool = True) -> Path:
 
     if reset:
         viewer.reset_view()
-    for _ in range(20):
+    for _ in range(30):  # let the canvas settle
         app.processEvents()
         time.sleep(0.02)
     path = OUT / f"{name}.png"
