@@ -79,7 +79,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
     from .. import __version__
     from ..core.pretrain import drain_pretraining, pretrain_steps
-    from ..core.settings import get_settings
+    from ..core.settings import get_settings, with_network_of
     from ..core.weights import WeightsError, builtin_path, load_weights, resolve_weights, save_weights
 
     if bool(args.images) == bool(args.builtin_data):
@@ -118,8 +118,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
                                    f"(expected {builtin_path(channels)}); use --from none")
             else:
                 w = load_weights(path)
-                if w.input_kind == "masked":  # go on training the network the file holds
-                    settings = settings.replace(network=w.network, network_kwargs=dict(w.network_kwargs))
+                settings = with_network_of(settings, w)  # go on training the network the file holds
                 w.check(settings.network, settings.network_kwargs, channels + 1, channels, "masked")
                 init_state, start_file = w.state_dict, str(path)
         except WeightsError as err:

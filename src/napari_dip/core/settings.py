@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-__all__ = ["Settings", "TASKS", "PRESETS", "PRESET_NAMES", "STOP_RULES", "get_settings", "resolve_preset", "presets_for"]
+__all__ = ["Settings", "TASKS", "PRESETS", "PRESET_NAMES", "STOP_RULES", "get_settings", "with_network_of", "resolve_preset", "presets_for"]
 
 TASKS = ("denoise", "inpaint", "super_resolve")
 #: valid values of :attr:`Settings.stop_rule`
@@ -243,7 +243,16 @@ def get_settings(preset: str | Settings = "paper", task: str = "denoise", *, dev
     if weights is not None and weights != "builtin" and not {"network", "network_kwargs"} & set(overrides):
         from .weights import load_weights  # torch: only when a file is named
 
-        found = load_weights(weights)
-        if found.input_kind == settings.input_kind:
-            settings = settings.replace(network=found.network, network_kwargs=dict(found.network_kwargs))
+        settings = with_network_of(settings, load_weights(weights))
     return settings
+
+
+def with_network_of(settings: Settings, weights: Any) -> Settings:
+    """``settings`` with the network a weights file was trained for, if it was made for their input kind.
+
+    ``weights`` is a loaded :class:`~napari_dip.core.weights.Weights`. A file for another kind of
+    input leaves the settings as they are (the fit's check then names the difference).
+    """
+    if weights.input_kind != settings.input_kind:
+        return settings
+    return settings.replace(network=weights.network, network_kwargs=dict(weights.network_kwargs))
