@@ -149,6 +149,10 @@ def test_auto_preset_resolves_by_device_and_task():
     assert resolve_preset("auto", "denoise", "cpu", channels=2) == "fast"  # no 2-channel weights
     rgb = builtin_path(3) is not None and builtin_path(3).is_file()
     assert resolve_preset("auto", "denoise", "cpu", channels=3) == ("pretrained" if rgb else "fast")
+    # colour inpainting stays 'fast' (the RGB weights filled holes worse than it: docs/performance.md)
+    assert resolve_preset("auto", "inpaint", "cpu", channels=3) == "fast"
+    assert resolve_preset("auto", "inpaint", "cpu", channels=1) == "pretrained"
+    assert resolve_preset("pretrained", "inpaint", "cpu", channels=3) == "pretrained"  # asked for by name
     assert resolve_preset("auto", "denoise", "cuda", channels=2) == "paper"
     job = Restoration("denoise", np.zeros((2, 16, 16), np.float32), channel_axis=0, device="cpu")
     assert job.resolved_preset == "fast" and job.settings.input_kind == "noise"

@@ -127,6 +127,24 @@ def test_shipped_weights_load_and_match_the_pretrained_preset():
         assert "steps" in w.meta and "command" in w.meta
 
 
+def test_colour_images_get_the_patience_measured_for_the_rgb_weights():
+    from napari_dip.core.restore import Restoration
+    from napari_dip.core.settings import CHANNEL_SETTINGS
+
+    rgb = CHANNEL_SETTINGS[("pretrained", "denoise", 3)]["stop_patience"]
+    gray = get_settings("pretrained", "denoise").stop_patience
+    assert rgb > gray
+    assert get_settings("pretrained", "denoise", channels=3).stop_patience == rgb
+    assert get_settings("pretrained", "denoise", channels=1).stop_patience == gray
+    assert get_settings("pretrained", "denoise", channels=3, stop_patience=40).stop_patience == 40  # yours wins
+    assert get_settings("pretrained", "inpaint", channels=3).stop_patience == 100  # measured for denoising only
+    assert get_settings("fast", "denoise", channels=3).stop_patience == get_settings("fast").stop_patience
+    image = np.zeros((32, 32, 3), np.float32)
+    job = Restoration("denoise", image, preset="pretrained", device="cpu")
+    assert job.settings.stop_patience == rgb
+    assert Restoration("denoise", image[..., 0], preset="pretrained", device="cpu").settings.stop_patience == gray
+
+
 def test_pretraining_learns_and_is_reproducible():
     rng = np.random.default_rng(0)
     images = [smooth_gray(48) * rng.uniform(0.5, 1.0) for _ in range(3)]

@@ -114,7 +114,8 @@ class StackJobRunner(_RunSlots):
         # the preset is resolved here ('auto' on the chosen device, or this machine's for device 'auto') and
         # sent as settings, so the store's fingerprint names exactly the network the workers fit
         kind = _device_kind(options.device)
-        name = resolve_preset(options.preset, w.task, kind)
+        channels = 3 if inp.rgb else 1  # the planes' channel count: 'auto' and the preset's settings depend on it
+        name = resolve_preset(options.preset, w.task, kind, channels)
         overrides = options.setting_overrides()
         fit: dict[str, Any] = {"device": options.device, "seed": int(options.seed), "precision": options.precision}
         if options.auto_stop:
@@ -122,7 +123,7 @@ class StackJobRunner(_RunSlots):
             overrides["iterations"] = int(options.iterations)
         else:
             fit["iterations"] = int(options.iterations)
-        fit["preset"] = get_settings(name, w.task, device=kind, **overrides)
+        fit["preset"] = get_settings(name, w.task, device=kind, channels=channels, **overrides)
         if w.task == "super_resolve":
             fit.update(factor=int(options.factor), kernel=str(options.kernel))
         self._pending = {"inp": inp, "options": options, "preset": name, "resolved_on": kind}
