@@ -176,8 +176,8 @@ PRESETS: dict[str, dict[str, Settings]] = {
 #: it is given ``channels``; explicit overrides still win). Colour images from the shipped RGB weights: a patience
 #: of 150. On the 9 colour crops with Gaussian noise (sigma 25, 128 px) the hold-out stopped 75 iterations after
 #: its minimum while the PSNR still rose for hundreds more (kodim01: stop at 275, 25.43 dB; the curve peaks at
-#: 26.58 near 850); with 150 the crops end within 0.1 dB of the ``fast`` preset on average in a third of its time,
-#: and 250 went past the peak more often than it gained (docs/performance.md, "Colour images")
+#: 26.58 near 850); with 150 the crops end 0.04 dB above the ``fast`` preset on average (29.15 against 29.11 dB) in
+#: 4.5x less time, and 250 went past the peak more often than it gained (docs/performance.md, "Colour images")
 CHANNEL_SETTINGS: dict[tuple[str, str, int], dict[str, Any]] = {
     ("pretrained", "denoise", 3): {"stop_patience": 150},
 }

@@ -114,7 +114,7 @@ class StackJobRunner(_RunSlots):
         # the preset is resolved here ('auto' on the chosen device, or this machine's for device 'auto') and
         # sent as settings, so the store's fingerprint names exactly the network the workers fit
         kind = _device_kind(options.device)
-        channels = 3 if inp.rgb else 1  # the planes' channel count: 'auto' and the preset's settings depend on it
+        channels = int(np.shape(inp.data)[-1]) if inp.rgb else 1  # 'auto' and the preset's settings depend on it
         name = resolve_preset(options.preset, w.task, kind, channels)
         overrides = options.setting_overrides()
         fit: dict[str, Any] = {"device": options.device, "seed": int(options.seed), "precision": options.precision}
