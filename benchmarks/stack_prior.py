@@ -2,8 +2,10 @@
 
 The stack of ``time_to_quality.py --sets stack`` (its noise, seed and clean reference). Both modes
 first fine-tune the shipped grayscale weights on the stack's own noisy planes by masked-pixel
-reconstruction (``napari-dip pretrain my_stack.tif`` does the same; white noise, so only the
-low mask ratio), ``--steps`` steps of ``--batch`` 64 px crops, then:
+reconstruction, as ``napari-dip pretrain my_stack.tif`` does but with only the low mask ratio
+(white noise; the CLI also trains the high one in 35 % of its steps) and this script's ``--batch``
+and ``--lr`` defaults (4 crops, 0.001; the CLI's are 8 and 0.0005), ``--steps`` steps of 64 px
+crops, then:
 
 ``fits``
     fit every plane from those weights for exactly ``--iterations`` iterations (no stop rule) and
