@@ -59,6 +59,8 @@ BUILTIN_METHODS: dict[str, dict[str, Any]] = {
     "auto": {"preset": "auto"},
 }
 SETS = ("fmd128", "fmd256", "fmd512", "color9", "stack")
+#: the stack set's default file in ``stacks3d`` (``--stack-file``)
+STACK_FILE = "xyzc_16bit__dna_conf_wf.tif"
 
 
 @dataclass
@@ -93,7 +95,7 @@ def psnr(estimate: np.ndarray, clean: np.ndarray, peak: float) -> float:
 
 # -- data --------------------------------------------------------------------------------------
 def load_set(name: str, data: Path, images: Sequence[str] | None, color_crop: int, planes: int,
-             seed: int) -> list[Image]:
+             seed: int, stack_file: str = STACK_FILE) -> list[Image]:
     """The images of one set (empty, with a message, when its data is absent)."""
     try:
         if name in ("fmd128", "fmd256", "fmd512"):
@@ -104,21 +106,26 @@ def load_set(name: str, data: Path, images: Sequence[str] | None, color_crop: in
             return [Image(name, c.name, c.degraded, c.clean, 255.0)
                     for c in load_cases("denoise", data, color_crop, images, seed)]
         if name == "stack":
-            return [stack_image(data, planes, seed)]
+            return [stack_image(data, planes, seed, stack_file)]
     except FileNotFoundError as err:
         print(f"skipping {name}: {err}", flush=True)
         return []
     raise ValueError(f"unknown set {name!r}; choose from {SETS}")
 
 
-def stack_image(data: Path, planes: int, seed: int) -> Image:
-    """A ``(planes, Y, X)`` stack with seeded Poisson-Gaussian noise (see the module docstring)."""
+def stack_image(data: Path, planes: int, seed: int, stack_file: str = STACK_FILE) -> Image:
+    """A ``(planes, Y, X)`` stack with seeded Poisson-Gaussian noise (see the module docstring).
+
+    ``stack_file``: a file in ``stacks3d``; of a ``(Z, C, Y, X)`` file the first channel is used.
+    """
     import tifffile
 
-    path = data / "microscopy" / "stacks3d" / "xyzc_16bit__dna_conf_wf.tif"
+    path = data / "microscopy" / "stacks3d" / stack_file
     if not path.is_file():
         raise FileNotFoundError(f"no stack at {path}")
-    raw = tifffile.imread(path)[:, 0].astype(np.float64)  # (Z, Y, X): the confocal channel
+    raw = tifffile.imread(path).astype(np.float64)
+    if raw.ndim == 4:
+        raw = raw[:, 0]  # (Z, Y, X): the first channel (dna_conf_wf: the confocal one)
     if raw.shape[0] < planes:
         raise ValueError(f"{path.name} has {raw.shape[0]} planes, fewer than {planes}")
     first = (raw.shape[0] - planes) // 2  # the central planes (the outermost ones are nearly empty)
@@ -128,7 +135,8 @@ def stack_image(data: Path, planes: int, seed: int) -> Image:
     rng = np.random.default_rng(seed + 4242)
     photons, read = 30.0, 0.02
     noisy = rng.poisson(clean * photons) / photons + rng.normal(0.0, read, clean.shape)
-    return Image("stack", f"dna_conf_{planes}planes", noisy.astype(np.float32), clean, 1.0)
+    name = "dna_conf" if stack_file == STACK_FILE else Path(stack_file).stem
+    return Image("stack", f"{name}_{planes}planes", noisy.astype(np.float32), clean, 1.0)
 
 
 # -- methods -----------------------------------------------------------------------------------
@@ -337,6 +345,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--every", type=int, default=25, help="PSNR every this many iterations (DIP curves)")
     p.add_argument("--color-crop", type=int, default=128)
     p.add_argument("--planes", type=int, default=32)
+    p.add_argument("--stack-file", default=STACK_FILE,
+                   help=f"the stack set's file in stacks3d (default {STACK_FILE}); it needs at least --planes "
+                        "planes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-limit", type=float, default=None,
                    help="cancel a DIP fit still running after this many seconds (noted; a lower bound)")
@@ -371,7 +382,8 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     results: list[Result] = []
     previous = json.loads(args.json.read_text()) if args.json and args.json.exists() else []
     for set_name in args.sets:
-        for img in load_set(set_name, args.data, args.images, args.color_crop, args.planes, args.seed):
+        for img in load_set(set_name, args.data, args.images, args.color_crop, args.planes, args.seed,
+                            args.stack_file):
             for m in methods:
                 if m == "bm3d":
                     r = run_bm3d(img)

@@ -122,6 +122,8 @@ def test_errors_mirror_core():
         StackJob("inpaint", np.ones((2, 8, 9), np.float32), mask=mask)
     with pytest.raises(ValueError, match="warm_start"):
         StackJob("denoise", np.ones((2, 8, 9)), warm_start=True)
+    with pytest.raises(ValueError, match="neighbour_planes"):
+        StackJob("denoise", np.ones((2, 8, 9)), neighbour_planes=1)
     with pytest.raises(TypeError, match="unknown setting"):
         StackJob("denoise", np.ones((2, 8, 9)), not_a_setting=1)
 

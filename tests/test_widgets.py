@@ -156,7 +156,7 @@ def test_plane_controls_show_only_for_stacks(viewer):
     def hidden(control) -> bool:
         return not control.native.isVisibleTo(w.native)
 
-    stack_only = [w.plane_mode, w.follow, w.warm_start, w.stop_after_plane_button]
+    stack_only = [w.plane_mode, w.follow, w.warm_start, w.neighbour_planes, w.stop_after_plane_button]
     w.image.value = flat
     assert all(hidden(c) for c in stack_only)
     w.image.value = stack
@@ -295,6 +295,20 @@ def test_the_noise_model_control_reaches_the_fit_and_its_record(qtbot, viewer):
     assert meta["options"]["noise_model"] == "poisson-gaussian"
     assert np.isfinite(out.data).all() and out.data.shape == noisy.shape  # back in the input's units
     assert 0 < out.data.mean() < 4095
+
+
+def test_the_neighbour_planes_control_reaches_the_fit_and_its_record(qtbot, viewer):
+    from napari_dip.widgets import DenoiseWidget
+
+    layer, data = stack_layer(viewer, planes=3)
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=4, preview_every=0, preset="pretrained")
+    assert w.neighbour_planes in list(w.advanced) and w.neighbour_planes.value == 0
+    alone = start_and_wait(qtbot, w, FIT_TIMEOUT)
+    assert alone.metadata["napari_dip"]["options"]["neighbour_planes"] == 0
+    w.neighbour_planes.value = 1
+    seen = start_and_wait(qtbot, w, FIT_TIMEOUT)
+    assert seen.metadata["napari_dip"]["options"]["neighbour_planes"] == 1
+    assert np.isfinite(seen.data).all() and not np.array_equal(seen.data, alone.data)  # the fit saw them
 
 
 def test_reaching_the_cap_says_so(qtbot, viewer, notes):

@@ -61,6 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the read noise's variance in intensity units squared (>= 0)")
     p.add_argument("--noise-offset", type=float, default=None, metavar="C",
                    help="the camera's offset (the intensity of zero photons; default 0)")
+    p.add_argument("--neighbour-planes", type=_neighbour_count, default=0, metavar="K",
+                   help="stacks, masked fits (preset auto on a CPU, pretrained): let the network also see K planes "
+                        "on each side of the one it fits (their noise is independent, their structure alike); "
+                        "default 0: each plane alone")
     p.set_defaults(handler=run_restoration)
     p = subparsers.add_parser("inpaint", help="fill in masked pixels")
     add_common(p)
@@ -88,6 +92,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_demo)
 
 
+def _neighbour_count(text: str) -> int:
+    """``--neighbour-planes``: a whole number >= 0."""
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if k < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return k
+
+
 def partial_result(job: Any) -> np.ndarray:
     """The output so far after an interruption; NaN where nothing was fitted (also when the
     interruption came before the first iteration of a plane finished)."""
@@ -112,7 +127,12 @@ def run_restoration(args: argparse.Namespace) -> int:
     for key in ("noise_model", "noise_gain", "noise_read_variance", "noise_offset"):
         if getattr(args, key, None) is not None:  # denoise only; unset keeps the engine's default
             kwargs[key] = getattr(args, key)
+    if getattr(args, "neighbour_planes", 0):
+        kwargs["neighbour_planes"] = args.neighbour_planes
     if args.output.suffix.lower() == ".zarr" or args.scheduler is not None:
+        if kwargs.pop("neighbour_planes", 0):
+            raise CLIError("--neighbour-planes fits each plane with its neighbours in one process: not with a .zarr "
+                           "output or --scheduler (those fit the planes independently); write a .tif instead")
         from .distributed import run_cli
 
         return run_cli(args, task, kwargs)

@@ -31,7 +31,7 @@ from .masking import (
     hide,
     masked_input,
 )
-from .networks import DIPNet, build_network, stack_state
+from .networks import DIPNet, build_network, stack_state, widen_inputs
 from .operators import Identity, LinearOperator, Mask
 from .settings import STOP_RULES, Settings, get_settings
 from .stopping import (
@@ -232,6 +232,13 @@ class Fitter:
         Per image, the noise variance of the target where it is known (e.g. 1/scale**2 in the
         variance-stabilised domain of :mod:`napari_dip.core.noise`): the discrepancy rule stops at it
         instead of its estimate from the image (:func:`~napari_dip.core.stopping.noise_variance`).
+    context : tensor, optional
+        Masked fits only: ``(1, K, h, w)`` images at the target's size that the network sees
+        next to the measurement with its hidden pixels, never hidden themselves: a stack's
+        neighbouring planes, whose noise is independent of the target's (so showing them does not
+        leak a hidden pixel's own noise), in the target's intensity scale. Weights made for
+        ``C + 1`` inputs (a weights file, ``init_state``) get zero weights for these ``K`` extra
+        channels, so the fit starts exactly where it would without them.
     """
 
     def __init__(self, target: torch.Tensor, operator: LinearOperator | None = None,
@@ -240,10 +247,10 @@ class Fitter:
                  export: Export | None = None, net: DIPNet | None = None, init_state: dict | None = None,
                  precision: str = "auto", sync_every: int | None = None, input: torch.Tensor | None = None,
                  groups: int = 1, channels_last: bool | None = None,
-                 noise_levels: Sequence[float | None] | None = None):
+                 noise_levels: Sequence[float | None] | None = None, context: torch.Tensor | None = None):
         try:
             self._setup(target, operator, settings, iterations, device, seed, preview_every, export, net,
-                        init_state, precision, sync_every, input, groups, channels_last, noise_levels)
+                        init_state, precision, sync_every, input, groups, channels_last, noise_levels, context)
         except Exception as err:
             if _is_oom(err):
                 raise DIPMemoryError(f"out of memory while setting up the fit of a {tuple(target.shape[-2:])} "
@@ -252,7 +259,8 @@ class Fitter:
             raise
 
     def _setup(self, target, operator, settings, iterations, device, seed, preview_every, export, net,
-               init_state, precision, sync_every, input, groups, channels_last, noise_levels=None) -> None:
+               init_state, precision, sync_every, input, groups, channels_last, noise_levels=None,
+               context=None) -> None:
         if target.ndim != 4 or target.shape[0] != 1:
             raise ValueError(f"target must be a (1, C, H, W) tensor, got shape {tuple(target.shape)}")
         self.settings = settings or get_settings("paper", "denoise")
@@ -294,7 +302,8 @@ class Fitter:
             if self.groups > 1 or input is not None:
                 raise ValueError("input_kind='masked' fits one image at a time from the image itself: no batched "
                                  "planes (groups > 1) and no fixed input")
-        in_channels = channels + 1 if self.masked else s.input_channels
+        extra = self._check_context(context)
+        in_channels = channels + 1 + extra if self.masked else s.input_channels
         self.mask_ratio: float | None = None
         self.average_weight = s.ema
         self._holdout_tolerance = 0.0
@@ -311,7 +320,7 @@ class Fitter:
             path = resolve_weights(s.weights, channels)
             if path is not None:
                 pretrained = load_weights(path)
-                pretrained.check(s.network, s.network_kwargs, in_channels, channels, s.input_kind)
+                pretrained.check(s.network, s.network_kwargs, in_channels - extra, channels, s.input_kind)
                 init_state, self.weights_file = pretrained.state_dict, str(path)
         if net is None:
             with torch.random.fork_rng(devices=[]):
@@ -326,7 +335,7 @@ class Fitter:
         if net.out_channels != channels:
             raise ValueError(f"the network makes {net.out_channels} channels, the image has {channels}")
         if init_state is not None:
-            net.load_state_dict(init_state)
+            net.load_state_dict(widen_inputs(init_state, net) if extra else init_state)
         m = net.size_multiple
         h, w = self.out_size
         # the deepest maps must be larger than their reflection padding: at least net.min_cells * m
@@ -451,6 +460,7 @@ class Fitter:
             source = F.pad(self.target * (1 - never), pad, mode=mode)
             self._source = source.contiguous(memory_format=torch.channels_last) if self.channels_last else source
             self._never_shown = F.pad(never, pad, mode=mode)
+            self._context = None if context is None else F.pad(context.to(self.device, torch.float32), pad, mode=mode)
             self.mask_gen = torch.Generator(device=self.device).manual_seed(self.seed + 2)
 
         self.iteration = 0
@@ -479,6 +489,21 @@ class Fitter:
         self._finished = False
 
     # -- pieces of one iteration ------------------------------------------------------------
+    def _check_context(self, context: torch.Tensor | None) -> int:
+        """Validate ``context`` against the target; the number of extra input channels it adds."""
+        if context is None:
+            return 0
+        if not self.masked:
+            raise ValueError("context (extra images the network sees, e.g. neighbouring planes) needs a masked "
+                             "fit (input_kind='masked', the 'pretrained' preset)")
+        if context.ndim != 4 or context.shape[0] != 1 or tuple(context.shape[-2:]) != self.out_size \
+                or context.shape[1] < 1:
+            raise ValueError(f"context must be a (1, K, {self.out_size[0]}, {self.out_size[1]}) tensor like the "
+                             f"target, got shape {tuple(context.shape)}")
+        if not bool(torch.isfinite(context).all()):
+            raise ValueError("context contains NaN or Inf values")
+        return int(context.shape[1])
+
     def _crop(self, x: torch.Tensor) -> torch.Tensor:
         (oh, ow), (h, w) = self.offset, self.out_size
         return x[..., oh:oh + h, ow:ow + w]
@@ -597,7 +622,7 @@ class Fitter:
                 z, hidden = self.z, None
                 if self.masked:
                     visible = hide((1, 1, *self.padded), self.mask_ratio, self.mask_gen, self.device, self._never_shown)
-                    z = masked_input(self._source, visible)
+                    z = masked_input(self._source, visible, self._context)
                     if self.channels_last:
                         z = z.contiguous(memory_format=torch.channels_last)
                     hidden = 1.0 - self._crop(visible)

@@ -89,6 +89,13 @@ def hide(shape: tuple[int, ...], ratio: float, generator: torch.Generator, devic
     return visible
 
 
-def masked_input(source: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-    """The network input ``cat([source * visible, visible])``: ``(N, C + 1, H, W)``."""
-    return torch.cat([source * visible, visible.to(source.dtype)], dim=1)
+def masked_input(source: torch.Tensor, visible: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    """The network input ``cat([source * visible, visible])``: ``(N, C + 1, H, W)``.
+
+    ``context`` (``(N, K, H, W)``, e.g. a stack's neighbouring planes, whose noise is independent of
+    ``source``'s) is appended as it is, never hidden: ``(N, C + 1 + K, H, W)``.
+    """
+    parts = [source * visible, visible.to(source.dtype)]
+    if context is not None:
+        parts.append(context)
+    return torch.cat(parts, dim=1)

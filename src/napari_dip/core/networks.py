@@ -38,6 +38,7 @@ __all__ = [
     "NETWORKS",
     "stack_state",
     "unstack_state",
+    "widen_inputs",
 ]
 
 _PADS = {"reflection": nn.ReflectionPad2d, "replicate": nn.ReplicationPad2d, "zero": nn.ZeroPad2d}
@@ -407,3 +408,25 @@ def unstack_state(state: dict[str, torch.Tensor], groups: int) -> list[dict[str,
     """The single-network states inside a ``groups``-network state (inverse of :func:`stack_state`)."""
     return [{k: (v.clone() if v.ndim == 0 else v.chunk(groups, dim=0)[g].clone()) for k, v in state.items()}
             for g in range(groups)]
+
+
+def widen_inputs(state: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` for ``net`` when ``net`` takes more input channels than the network ``state`` came from.
+
+    Every weight that reads the input (its second axis is shorter than ``net``'s) gets zero weights for
+    the extra channels, so the widened network computes exactly what the original one did until a fit
+    teaches it to use them (e.g. weights pre-trained on single planes, fitted with a stack's
+    neighbouring planes as extra inputs). Other entries are returned as they are; weights that
+    already fit ``net`` are left alone.
+    """
+    wanted = net.state_dict()
+    out = dict(state)
+    for key, value in state.items():
+        target = wanted.get(key)
+        if (target is None or value.ndim < 2 or target.ndim != value.ndim or target.shape == value.shape
+                or target.shape[0] != value.shape[0] or target.shape[2:] != value.shape[2:]
+                or target.shape[1] < value.shape[1]):
+            continue
+        extra = value.new_zeros((value.shape[0], target.shape[1] - value.shape[1], *value.shape[2:]))
+        out[key] = torch.cat([value, extra], dim=1)
+    return out

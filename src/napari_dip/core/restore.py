@@ -116,6 +116,14 @@ class Restoration:
         Super-resolution downsampling kernel.
     warm_start : bool
         Start each plane from the previous plane's final weights.
+    neighbour_planes : int
+        Denoising a stack with a masked fit (the ``pretrained`` preset; ``auto`` on a CPU): the
+        network also sees this many planes on each side of the one it fits, along the last stack
+        axis (mirrored at its ends), in the same intensity scale. Their noise is independent of the
+        plane's and their structure mostly is not, so each hidden pixel is predicted from its own
+        neighbours in the plane and from the same place one plane up and down. 0 (default): each
+        plane alone. For z-stacks whose neighbouring planes look alike; planes of a time series
+        that move between frames gain less (the network learns how far to trust them).
     tile : 'auto', None or int
         Planes whose estimated memory exceeds ``max_memory`` are fitted in overlapping square
         tiles blended without seams (``'auto'``: the largest tile side that fits), or refused with
@@ -141,7 +149,7 @@ class Restoration:
                  channel_axis: int | None = None, rgb: bool | None = None, preview_every: int = 0,
                  precision: str = "auto", kernel: str = "lanczos2", warm_start: bool = False,
                  tile: str | int | None = "auto", tile_overlap: int = 32, max_memory: int | None = None,
-                 batch_size: int = 1, **overrides):
+                 batch_size: int = 1, neighbour_planes: int = 0, **overrides):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
         self.task = task
@@ -217,12 +225,56 @@ class Restoration:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = int(batch_size)
+        self.neighbour_planes = self._check_neighbours(neighbour_planes)
         self.tile_side = self._choose_tile(tile, int(tile_overlap), max_memory)
         self.tile_overlap = int(tile_overlap)
 
     @property
     def n_slices(self) -> int:
         return self.layout.n_slices
+
+    def _check_neighbours(self, k: Any) -> int:
+        """Validate ``neighbour_planes`` against the task, the settings and the stack."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ValueError(f"neighbour_planes must be a whole number >= 0, got {k!r}")
+        k = int(k)
+        if k == 0:
+            return 0
+        if self.task != "denoise":
+            raise ValueError(f"neighbour_planes applies to denoising only, not {self.task!r} (a plane's neighbours "
+                             "would show the network pixels it has to fill in or the noise it has to remove)")
+        if self.settings.input_kind != "masked":
+            raise ValueError("neighbour_planes needs a masked fit (preset 'pretrained', or 'auto' on a CPU): "
+                             "a fit from a random code has no input to show the neighbours in")
+        depth = self.layout.stack_shape[-1] if self.layout.stack_shape else 1
+        if depth < 2:
+            raise ValueError(f"neighbour_planes={k} needs a stack of at least 2 planes along its last stack axis, "
+                             f"the image has {depth}")
+        return k
+
+    def neighbours(self, s: int) -> list[int]:
+        """Slice indices of plane ``s``'s neighbours: for each distance ``d`` up to ``neighbour_planes``,
+        the planes ``d`` below and above along the last stack axis.
+
+        Past an end of the stack the plane at the same distance on the other side is used (plane 0's
+        neighbours at distance 1 are plane 1 twice), and where both sides end the farthest plane
+        there is; never plane ``s`` itself (showing the network the plane's own noise would let it
+        learn the identity).
+        """
+        k = self.neighbour_planes
+        if k == 0:
+            return []
+        depth = self.layout.stack_shape[-1]
+        z, base = s % depth, s - s % depth
+        out = []
+        for d in range(1, k + 1):
+            for j in (z - d, z + d):
+                if not 0 <= j < depth:
+                    j = 2 * z - j  # the other side
+                if not 0 <= j < depth:
+                    j = 0 if z >= depth - 1 - z else depth - 1  # the farthest plane
+                out.append(base + j)
+        return out
 
     # -- memory and tiles ---------------------------------------------------------------------
     def _choose_tile(self, tile, overlap: int, max_memory: int | None) -> int | None:
@@ -308,6 +360,19 @@ class Restoration:
 
         return target, op, export
 
+    def _context(self, s: int, region: tuple[int, int, int, int] | None = None) -> torch.Tensor | None:
+        """Plane ``s``'s neighbouring planes (or that region of them) in its target's intensity scale."""
+        picks = self.neighbours(s)
+        if not picks:
+            return None
+        h, w = self.layout.plane_shape
+        y0, y1, x0, x1 = region or (0, h, 0, w)
+        noise = self.noise_plan(s)
+        intensity = noise if noise.stabilised else self.intensity
+        planes = [intensity.normalise(get_plane(self.layout, self.image, j)[y0:y1, x0:x1]) for j in picks]
+        stacked = np.concatenate([p.transpose(2, 0, 1) for p in planes], axis=0).astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(stacked))[None]
+
     def _copy_through(self, s: int) -> bool:
         """Copy an inpainting plane with no pixel to fill straight to the output; True if done so."""
         if self.fill is None or self.fill[s].any():
@@ -382,7 +447,8 @@ class Restoration:
                                       seed=self.seed, preview_every=self.preview_every, export=export,
                                       precision=self.precision,
                                       init_state=self._state if warm else None,
-                                      noise_levels=[self.noise_plan(s).level])
+                                      noise_levels=[self.noise_plan(s).level],
+                                      context=self._context(s, region if acc is not None else None))
                 tiled = acc is not None
                 self._tile = (region, acc, wsum) if tiled else None
                 label = f"tile {k + 1}/{len(regions)}"

@@ -159,7 +159,8 @@ class StackJob:
         As for :class:`~napari_dip.core.restore.Restoration`: ``factor``, ``iterations``,
         ``preset``, ``device``, ``seed``, ``channel_axis``, ``rgb``, ``precision``, ``kernel`` and
         any :class:`~napari_dip.core.settings.Settings` field. ``preview_every`` is accepted and
-        ignored (no snapshots travel back); ``warm_start=True`` is refused (it chains the planes).
+        ignored (no snapshots travel back); ``warm_start=True`` is refused (it chains the planes), and
+        so is ``neighbour_planes`` above 0 (each plane's fit would need its neighbours' data).
 
     Raises
     ------
@@ -172,12 +173,16 @@ class StackJob:
                  scheduler: Any = None, resume: bool = True, overwrite: bool = False,
                  torch_threads: int | None = 1, retries: int = 0, factor: int | None = None,
                  channel_axis: int | None = None, rgb: bool | None = None, warm_start: bool = False,
-                 preview_every: int = 0, calibration: Calibration | None = None, **fit_kwargs: Any):
+                 preview_every: int = 0, calibration: Calibration | None = None, neighbour_planes: int = 0,
+                 **fit_kwargs: Any):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
         if warm_start:
             raise ValueError("warm_start=True chains each plane's fit to the previous one, so the planes are "
                              "no longer independent; it is not available for distributed stack jobs")
+        if neighbour_planes:
+            raise ValueError("neighbour_planes shows each plane's fit its neighbouring planes; distributed stack jobs "
+                             "fit every plane on its own: use Restoration (or a .tif output) for it")
         self.task = task
         fit = dict(fit_kwargs)
         overrides = {k: v for k, v in fit.items() if k not in _FIT_KEYS}

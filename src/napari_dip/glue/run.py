@@ -44,6 +44,9 @@ class RunOptions:
         of each plane only).
     warm_start : bool
         Start each plane of a stack from the previous plane's weights.
+    neighbour_planes : int
+        Denoising a stack with a masked fit: the network also sees this many planes on each side
+        of the plane it fits (:class:`~napari_dip.core.restore.Restoration`); 0: each plane alone.
     precision : str
         ``'auto'`` (fp32; TF32 arithmetic on CUDA), ``'fp32'`` or ``'bf16'`` (faster on CPUs with
         AMX, slightly lower quality; see docs/performance.md).
@@ -67,6 +70,7 @@ class RunOptions:
     seed: int = 0
     preview_every: int = 25
     warm_start: bool = False
+    neighbour_planes: int = 0
     precision: str = "auto"
     factor: int = 4
     kernel: str = "lanczos2"
@@ -109,6 +113,8 @@ def build_restoration(task: str, inp: ImageInput, options: RunOptions, mask: np.
         iterations = int(options.iterations)
     preset = options.preset if settings is None else settings
     get_settings(preset, task, device=resolve_device(options.device), **overrides)  # fail here, not in the worker
+    if options.neighbour_planes:
+        kwargs["neighbour_planes"] = int(options.neighbour_planes)
     if task == "inpaint":
         kwargs["mask"] = mask
     if task == "super_resolve":

@@ -104,6 +104,9 @@ class StackJobRunner(_RunSlots):
         if options.warm_start:
             raise ValueError("warm start chains each plane to the previous one, and a stack job fits planes "
                              "independently: turn warm start off")
+        if options.neighbour_planes:
+            raise ValueError("neighbour planes show each plane's fit its neighbours, and a stack job fits planes "
+                             "independently: set neighbour planes to 0")
         store = None
         if self.store.value is not None and str(self.store.value).strip():
             path = Path(str(self.store.value)).expanduser()
