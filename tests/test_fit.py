@@ -204,17 +204,18 @@ def test_warm_planes_use_the_warm_patience():
 
     rng = np.random.default_rng(0)
     stack = (smooth_gray(32)[None] + 0.05 * rng.standard_normal((3, 32, 32))).astype(np.float32)
-    seen: dict[int, int] = {}
+    seen: dict[int, tuple[int, int]] = {}
 
     def follow(snap):
-        seen.setdefault(snap.slice_index, job.current.settings.stop_patience)
+        s = job.current.settings
+        seen.setdefault(snap.slice_index, (s.stop_patience, s.min_iterations))
 
     job = Restoration("denoise", stack, preset="fast", iterations=12, device="cpu", warm_start=True,
-                      warm_stop_patience=7, stop_patience=40)
+                      warm_stop_patience=7, stop_patience=40, warm_min_iterations=5, min_iterations=30)
     job.run(follow)
-    assert seen == {0: 40, 1: 7, 2: 7}  # the first plane starts cold
+    assert seen == {0: (40, 30), 1: (7, 5), 2: (7, 5)}  # the first plane starts cold
     job = Restoration("denoise", stack, preset="fast", iterations=12, device="cpu",
-                      warm_stop_patience=7, stop_patience=40)
+                      warm_stop_patience=7, stop_patience=40, warm_min_iterations=5, min_iterations=30)
     seen.clear()
     job.run(follow)
-    assert seen == {0: 40, 1: 40, 2: 40}  # no warm start: no warm patience
+    assert seen == {0: (40, 30), 1: (40, 30), 2: (40, 30)}  # no warm start: no warm patience or floor

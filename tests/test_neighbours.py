@@ -117,3 +117,30 @@ def test_cli_neighbour_planes(tmp_path, capsys):
     assert "--neighbour-planes" in capsys.readouterr().err and not (tmp_path / "o.zarr").exists()
     assert _cli(["denoise", str(src), "-o", str(tmp_path / "o2.tif"), "--neighbour-planes", "-1"]) == 2
     assert "whole number >= 0" in capsys.readouterr().err
+
+
+def test_cli_warm_start_and_its_patience_and_floor(tmp_path, capsys, monkeypatch):
+    from napari_dip.core import restore
+
+    clean, noisy = _stack()
+    src = tmp_path / "stack.tif"
+    tifffile.imwrite(src, noisy)
+    seen = {}
+    real = restore.Restoration.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.update(kwargs)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(restore.Restoration, "__init__", spy)
+    out = tmp_path / "out.tif"
+    assert _cli(["denoise", str(src), "-o", str(out), "--neighbour-planes", "1", "--warm-start",
+                 "--warm-stop-patience", "10", "--warm-min-iterations", "20", "--iterations", "3", "--quiet"]) == 0
+    assert seen["warm_start"] is True and seen["warm_stop_patience"] == 10 and seen["warm_min_iterations"] == 20
+    assert seen["neighbour_planes"] == 1 and tifffile.imread(out).shape == noisy.shape
+    assert _cli(["denoise", str(src), "-o", str(tmp_path / "o.tif"), "--warm-stop-patience", "10"]) == 2
+    assert "add --warm-start" in capsys.readouterr().err
+    assert _cli(["denoise", str(src), "-o", str(tmp_path / "o.tif"), "--warm-start", "--warm-min-iterations", "0"]) == 2
+    assert "whole number >= 1" in capsys.readouterr().err
+    assert _cli(["denoise", str(src), "-o", str(tmp_path / "o.zarr"), "--warm-start"]) == 2
+    assert "--warm-start chains" in capsys.readouterr().err and not (tmp_path / "o.zarr").exists()

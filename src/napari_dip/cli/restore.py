@@ -51,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``denoise``, ``inpaint``, ``super-resolve`` and ``demo`` (each sets ``handler``)."""
     p = subparsers.add_parser("denoise", help="denoise an image or stack")
     add_common(p)
+    _add_warm(p)
     p.add_argument("--noise-model", choices=["gaussian", "poisson-gaussian", "auto"], default=None,
                    help="gaussian (default: one noise level), poisson-gaussian (shot + read noise: fit in the "
                         "variance-stabilised domain, parameters estimated from each plane unless given) or "
@@ -68,11 +69,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_restoration)
     p = subparsers.add_parser("inpaint", help="fill in masked pixels")
     add_common(p)
+    _add_warm(p)
     p.add_argument("--mask", type=Path, required=True,
                    help="mask image: nonzero = pixel to fill in; one plane, or the stack's shape")
     p.set_defaults(handler=run_restoration)
     p = subparsers.add_parser("super-resolve", help="upscale by an integer factor")
     add_common(p)
+    _add_warm(p)
     p.add_argument("--factor", type=parse_factor, required=True, help="integer factor >= 2 (e.g. 2, 4, 8)")
     p.add_argument("--kernel", choices=["lanczos2", "bicubic"], default="lanczos2",
                    help="downsampling kernel of the forward model (default lanczos2, as in the paper)")
@@ -90,6 +93,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=run_demo)
+
+
+def _add_warm(p: argparse.ArgumentParser) -> None:
+    """``--warm-start`` and the warm planes' patience and floor (stacks)."""
+    p.add_argument("--warm-start", action="store_true",
+                   help="stacks: start each plane from the network the previous plane ended with")
+    p.add_argument("--warm-stop-patience", type=_positive, default=None, metavar="N",
+                   help="with --warm-start: the automatic stop's patience for the warm planes (default: the preset's)")
+    p.add_argument("--warm-min-iterations", type=_positive, default=None, metavar="N",
+                   help="with --warm-start: no stop before this iteration on the warm planes (default: the preset's)")
+
+
+def _positive(text: str) -> int:
+    """A whole number >= 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
 
 
 def _neighbour_count(text: str) -> int:
@@ -129,7 +153,17 @@ def run_restoration(args: argparse.Namespace) -> int:
             kwargs[key] = getattr(args, key)
     if getattr(args, "neighbour_planes", 0):
         kwargs["neighbour_planes"] = args.neighbour_planes
+    for key in ("warm_stop_patience", "warm_min_iterations"):
+        if getattr(args, key, None) is not None:
+            if not args.warm_start:
+                raise CLIError(f"--{key.replace('_', '-')} applies to warm planes: add --warm-start")
+            kwargs[key] = getattr(args, key)
+    if getattr(args, "warm_start", False):
+        kwargs["warm_start"] = True
     if args.output.suffix.lower() == ".zarr" or args.scheduler is not None:
+        if kwargs.pop("warm_start", False):
+            raise CLIError("--warm-start chains each plane to the previous one: not with a .zarr output or --scheduler "
+                           "(those fit the planes independently); write a .tif instead")
         if kwargs.pop("neighbour_planes", 0):
             raise CLIError("--neighbour-planes fits each plane with its neighbours in one process: not with a .zarr "
                            "output or --scheduler (those fit the planes independently); write a .tif instead")

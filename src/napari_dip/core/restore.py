@@ -443,6 +443,8 @@ class Restoration:
                 settings = self.settings
                 if warm and settings.warm_stop_patience is not None:
                     settings = settings.replace(stop_patience=settings.warm_stop_patience)
+                if warm and settings.warm_min_iterations is not None:
+                    settings = settings.replace(min_iterations=settings.warm_min_iterations)
                 self.current = Fitter(target, op, settings, iterations=self.iterations, device=self.device,
                                       seed=self.seed, preview_every=self.preview_every, export=export,
                                       precision=self.precision,
