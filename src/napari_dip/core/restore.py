@@ -119,11 +119,11 @@ class Restoration:
     neighbour_planes : int
         Denoising a stack with a masked fit (the ``pretrained`` preset; ``auto`` on a CPU): the
         network also sees this many planes on each side of the one it fits, along the last stack
-        axis (mirrored at its ends), in the same intensity scale. Their noise is independent of the
+        axis (:meth:`neighbours`), in the same intensity scale. Their noise is independent of the
         plane's and their structure mostly is not, so each hidden pixel is predicted from its own
         neighbours in the plane and from the same place one plane up and down. 0 (default): each
-        plane alone. For z-stacks whose neighbouring planes look alike; planes of a time series
-        that move between frames gain less (the network learns how far to trust them).
+        plane alone. Measured on z-stacks (docs/performance.md): +1.7 dB where neighbouring planes
+        look alike, +0.1 dB where they do not; not measured on time series with moving structures.
     tile : 'auto', None or int
         Planes whose estimated memory exceeds ``max_memory`` are fitted in overlapping square
         tiles blended without seams (``'auto'``: the largest tile side that fits), or refused with
