@@ -23,7 +23,7 @@ def test_builders_output_shape_and_range(name):
     net = build_network(name, 8, 2)
     m = net.size_multiple
     h, w = 2 * m, 3 * m
-    out = net(torch.rand(1, 8, *net.input_size(h, w)))
+    out = net(torch.rand(1, 8, *net.input_size(h, w))).detach()
     assert out.shape == (1, 2, h, w)
     assert float(out.min()) >= 0 and float(out.max()) <= 1
 
