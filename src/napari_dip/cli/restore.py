@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the read noise's variance in intensity units squared (>= 0)")
     p.add_argument("--noise-offset", type=float, default=None, metavar="C",
                    help="the camera's offset (the intensity of zero photons; default 0)")
-    p.add_argument("--neighbour-planes", type=_neighbour_count, default=0, metavar="K",
+    p.add_argument("--neighbour-planes", type=_whole_number(0), default=0, metavar="K",
                    help="stacks, masked fits (preset auto on a CPU, pretrained): let the network also see K planes "
                         "on each side of the one it fits (their noise is independent, their structure alike); "
                         "default 0: each plane alone")
@@ -99,32 +99,25 @@ def _add_warm(p: argparse.ArgumentParser) -> None:
     """``--warm-start`` and the warm planes' patience and floor (stacks)."""
     p.add_argument("--warm-start", action="store_true",
                    help="stacks: start each plane from the network the previous plane ended with")
-    p.add_argument("--warm-stop-patience", type=_positive, default=None, metavar="N",
+    p.add_argument("--warm-stop-patience", type=_whole_number(1), default=None, metavar="N",
                    help="with --warm-start: the automatic stop's patience for the warm planes (default: the preset's)")
-    p.add_argument("--warm-min-iterations", type=_positive, default=None, metavar="N",
+    p.add_argument("--warm-min-iterations", type=_whole_number(1), default=None, metavar="N",
                    help="with --warm-start: no stop before this iteration on the warm planes (default: the preset's)")
 
 
-def _positive(text: str) -> int:
-    """A whole number >= 1."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return n
+def _whole_number(minimum: int):
+    """An argparse type: a whole number >= ``minimum``."""
 
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = None
+        if n is None or n < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
+        return n
 
-def _neighbour_count(text: str) -> int:
-    """``--neighbour-planes``: a whole number >= 0."""
-    try:
-        k = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if k < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return k
+    return parse
 
 
 def partial_result(job: Any) -> np.ndarray:
