@@ -333,8 +333,7 @@ class Restoration:
         h, w = self.layout.plane_shape
         y0, y1, x0, x1 = region or (0, h, 0, w)
         original = get_plane(self.layout, self.image, s)[y0:y1, x0:x1]  # (h, w, C), input units
-        noise = self.noise_plan(s)
-        intensity = noise if noise.stabilised else self.intensity
+        intensity = self._intensity(s)
         plane = intensity.normalise(original)
         known = None
         if self.fill is not None:
@@ -360,6 +359,12 @@ class Restoration:
 
         return target, op, export
 
+    def _intensity(self, s: int):
+        """The intensity map of plane ``s``'s target: its noise model's under the Poisson-Gaussian
+        model (the stabilised domain), else the stack's shared one."""
+        noise = self.noise_plan(s)
+        return noise if noise.stabilised else self.intensity
+
     def _context(self, s: int, region: tuple[int, int, int, int] | None = None) -> torch.Tensor | None:
         """Plane ``s``'s neighbouring planes (or that region of them) in its target's intensity scale."""
         picks = self.neighbours(s)
@@ -367,8 +372,7 @@ class Restoration:
             return None
         h, w = self.layout.plane_shape
         y0, y1, x0, x1 = region or (0, h, 0, w)
-        noise = self.noise_plan(s)
-        intensity = noise if noise.stabilised else self.intensity
+        intensity = self._intensity(s)
         planes = [intensity.normalise(get_plane(self.layout, self.image, j)[y0:y1, x0:x1]) for j in picks]
         stacked = np.concatenate([p.transpose(2, 0, 1) for p in planes], axis=0).astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(stacked))[None]
@@ -441,10 +445,10 @@ class Restoration:
                 target, op, export = self._problem(s, region if acc is not None else None)
                 warm = self.warm_start and self._state is not None
                 settings = self.settings
-                if warm and settings.warm_stop_patience is not None:
-                    settings = settings.replace(stop_patience=settings.warm_stop_patience)
-                if warm and settings.warm_min_iterations is not None:
-                    settings = settings.replace(min_iterations=settings.warm_min_iterations)
+                if warm:  # the warm planes' own patience and floor, where set
+                    changes = {"stop_patience": settings.warm_stop_patience,
+                               "min_iterations": settings.warm_min_iterations}
+                    settings = settings.replace(**{k: v for k, v in changes.items() if v is not None})
                 self.current = Fitter(target, op, settings, iterations=self.iterations, device=self.device,
                                       seed=self.seed, preview_every=self.preview_every, export=export,
                                       precision=self.precision,

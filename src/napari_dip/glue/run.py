@@ -113,8 +113,6 @@ def build_restoration(task: str, inp: ImageInput, options: RunOptions, mask: np.
         iterations = int(options.iterations)
     preset = options.preset if settings is None else settings
     get_settings(preset, task, device=resolve_device(options.device), **overrides)  # fail here, not in the worker
-    if options.neighbour_planes:
-        kwargs["neighbour_planes"] = int(options.neighbour_planes)
     if task == "inpaint":
         kwargs["mask"] = mask
     if task == "super_resolve":
@@ -122,7 +120,8 @@ def build_restoration(task: str, inp: ImageInput, options: RunOptions, mask: np.
         kwargs["kernel"] = options.kernel
     job = Restoration(task, inp.data, iterations=iterations, preset=preset, device=options.device,
                       seed=int(options.seed), rgb=inp.rgb, preview_every=int(options.preview_every),
-                      warm_start=bool(options.warm_start), precision=str(options.precision), **kwargs,
+                      warm_start=bool(options.warm_start), neighbour_planes=int(options.neighbour_planes),
+                      precision=str(options.precision), **kwargs,
                       **overrides)
     if settings is not None:
         job.resolved_preset = options.preset
