@@ -311,6 +311,33 @@ def test_the_neighbour_planes_control_reaches_the_fit_and_its_record(qtbot, view
     assert np.isfinite(seen.data).all() and not np.array_equal(seen.data, alone.data)  # the fit saw them
 
 
+def test_the_warm_patience_control_stops_warm_planes_sooner(qtbot, viewer):
+    from napari_dip.glue import RunOptions
+    from napari_dip.widgets import DenoiseWidget
+
+    layer, _data = stack_layer(viewer, planes=3)
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=300, auto_stop=True, preview_every=0,
+                    preset="pretrained")
+    assert w.advanced.native.isAncestorOf(w.warm_patience.native) and not w.warm_patience.enabled
+    w.warm_patience.value = 5
+    assert w.options().warm_patience == 0  # without warm start it means nothing
+    w.warm_start.value = True
+    assert w.warm_patience.enabled
+    w.auto_stop.value = False
+    assert not w.warm_patience.enabled  # a fixed count has no patience
+    w.auto_stop.value = True
+    out = start_and_wait(qtbot, w, FIT_TIMEOUT)
+    meta = out.metadata["napari_dip"]
+    assert meta["options"]["warm_patience"] == 5
+    first, *warm = meta["planes"]
+    assert first["iterations"] >= 50  # the cold plane keeps the preset's floor (50) and patience
+    assert all(p["ending"] != "cap" and 10 <= p["iterations"] < 50 for p in warm), meta["planes"]
+    assert RunOptions(warm_start=True, warm_patience=10).setting_overrides() == {
+        "warm_stop_patience": 10, "warm_min_iterations": 20}
+    with pytest.raises(ValueError, match="warm_patience"):
+        RunOptions(warm_patience=-1).setting_overrides()
+
+
 def test_reaching_the_cap_says_so(qtbot, viewer, notes):
     from napari_dip.widgets import DenoiseWidget
 

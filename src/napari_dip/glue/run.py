@@ -44,6 +44,11 @@ class RunOptions:
         of each plane only).
     warm_start : bool
         Start each plane of a stack from the previous plane's weights.
+    warm_patience : int
+        With ``warm_start`` and ``auto_stop``: a warm plane stops after this many iterations without
+        a new minimum and runs at least twice as many (``warm_stop_patience`` and
+        ``warm_min_iterations`` of :class:`~napari_dip.core.settings.Settings`); 0: the preset's
+        patience and floor, as for the first plane.
     neighbour_planes : int
         Denoising a stack with a masked fit: the network also sees this many planes on each side
         of the plane it fits (:class:`~napari_dip.core.restore.Restoration`); 0: each plane alone.
@@ -70,6 +75,7 @@ class RunOptions:
     seed: int = 0
     preview_every: int = 25
     warm_start: bool = False
+    warm_patience: int = 0
     neighbour_planes: int = 0
     precision: str = "auto"
     factor: int = 4
@@ -79,8 +85,13 @@ class RunOptions:
 
     def setting_overrides(self) -> dict[str, Any]:
         """:class:`~napari_dip.core.settings.Settings` fields to override: ``overrides`` (a copy) plus
-        ``noise_model`` where chosen (an ``overrides`` entry of the same name wins)."""
-        chosen = {} if self.noise_model is None else {"noise_model": str(self.noise_model)}
+        ``noise_model`` where chosen and the warm planes' patience and floor where ``warm_patience``
+        is set with ``warm_start`` (an ``overrides`` entry of the same name wins)."""
+        chosen: dict[str, Any] = {} if self.noise_model is None else {"noise_model": str(self.noise_model)}
+        if int(self.warm_patience) < 0:
+            raise ValueError(f"warm_patience must be 0 (the preset's) or positive, got {self.warm_patience}")
+        if self.warm_start and self.warm_patience:
+            chosen.update(warm_stop_patience=int(self.warm_patience), warm_min_iterations=2 * int(self.warm_patience))
         return {**chosen, **(self.overrides or {})}
 
 

@@ -120,7 +120,7 @@ class RestorationWidget(_RunSlots, Container):
     own essentials such as ``mask`` or ``factor``, the iteration cap with ``auto_stop``,
     ``preset``, and for stacks the plane choice), the Run / Cancel / Stop-after-plane buttons,
     and a collapsed **Advanced** section (``device``, ``precision``, ``seed``, ``preview_every``,
-    ``warm_start``, and the task's fine controls such as ``kernel``). Progress bars, a two-line
+    ``warm_start`` with its ``warm_patience``, and the task's fine controls such as ``kernel``). Progress bars, a two-line
     status (where the fit is, and the time left) and a collapsible live plot follow.
 
     Adding a control (subclasses, or code that extends a widget after building it)::
@@ -161,7 +161,7 @@ class RestorationWidget(_RunSlots, Container):
 
     Attributes
     ----------
-    image, iterations, auto_stop, preset, device, precision, seed, preview_every, warm_start
+    image, iterations, auto_stop, preset, device, precision, seed, preview_every, warm_start, warm_patience
         The controls (magicgui widgets; set ``.value`` to script them).
     plane_mode, first_plane, last_plane, follow
         Stacks only: which planes to fit (``'all'``, ``'current'``: the plane the viewer shows, or
@@ -283,7 +283,16 @@ class RestorationWidget(_RunSlots, Container):
         self.warm_start = CheckBox(name="warm_start", text="warm start", value=False,
                                    tooltip="Stacks: start each plane from the previous plane's network "
                                            "(faster convergence on smooth stacks)")
-        self._stack_only.append(self.warm_start)
+        self.warm_patience = SpinBox(
+            name="warm_patience", label="patience", value=0, min=0, max=10_000, step=5, enabled=False,
+            tooltip="With warm start and auto stop: a warm plane stops after this many iterations without "
+                    "improvement, and runs at least twice as many (0: the preset's, as the first plane). On "
+                    "32-plane confocal stacks 10 with neighbour planes 1 was 5.2x faster than plane by plane "
+                    "at +1.0 dB; 5 lost 3.9 dB")
+        self._warm_row = Container(name="warm_row", label="stacks", layout="horizontal", labels=False,
+                                   widgets=[self.warm_start, Label(value="patience"), self.warm_patience])
+        self._warm_row.margins = (0, 0, 0, 0)
+        self._stack_only += [self._warm_row, self.warm_start, self.warm_patience]
         self.weights = FileEdit(name="weights", label="weights", mode="r", filter="*.pt", nullable=True,
                                 tooltip="Starting weights from 'napari-dip pretrain' (a prior for your microscope); "
                                         "empty: the preset's (the shipped weights for 'pretrained')")
@@ -293,7 +302,7 @@ class RestorationWidget(_RunSlots, Container):
             self.scheduler, self.store = self._stack_runner.scheduler, self._stack_runner.store
         self.advanced = Container(name="advanced", labels=True,
                                   widgets=[self.device, self.precision, self.seed, self.preview_every,
-                                           self.warm_start, self.weights, *self._advanced_task_controls(),
+                                           self._warm_row, self.weights, *self._advanced_task_controls(),
                                            *(self._stack_runner.controls() if self._stack_runner else [])])
         advanced_box, self.advanced_section = _collapsible("Advanced", self.advanced, expanded=False)
 
@@ -344,6 +353,8 @@ class RestorationWidget(_RunSlots, Container):
         self.discard_button.changed.connect(self.discard)
         self.keep_partial_button.changed.connect(self.keep_partial)
         self.auto_stop.changed.connect(self._on_auto_stop)
+        self.warm_start.changed.connect(self._on_warm)
+        self.auto_stop.changed.connect(self._on_warm)
         self.preset.changed.connect(self._on_preset)
         self.device.changed.connect(self._on_preset)
         self.image.changed.connect(self._on_image_changed)
@@ -458,6 +469,9 @@ class RestorationWidget(_RunSlots, Container):
             elif candidates:
                 box.value = candidates[-1]
 
+    def _on_warm(self, _value: Any = None) -> None:
+        self.warm_patience.enabled = bool(self.warm_start.value) and bool(self.auto_stop.value)
+
     def _on_auto_stop(self, value: bool) -> None:
         self.iterations.label = self._stop_row.label = "max iterations" if value else "iterations"
 
@@ -541,7 +555,9 @@ class RestorationWidget(_RunSlots, Container):
         return RunOptions(iterations=int(self.iterations.value), auto_stop=bool(self.auto_stop.value),
                           preset=str(self.preset.value), device=str(self.device.value),
                           seed=int(self.seed.value), preview_every=int(self.preview_every.value),
-                          warm_start=bool(self.warm_start.value), precision=str(self.precision.value),
+                          warm_start=bool(self.warm_start.value),
+                          warm_patience=int(self.warm_patience.value) if self.warm_start.value else 0,
+                          precision=str(self.precision.value),
                           overrides={**({"weights": str(self.weights.value)} if self.weights.value else {}),
                                      **self.overrides},
                           **self._task_options())
