@@ -9,6 +9,10 @@ automatic stop, once plain (``mse``) and once weighted (``wls``), in one process
 
     python benchmarks/weighted_loss.py --set fmd128 --images Confocal TwoPhoton
 
+``--weight holdout`` weights only the hold-out stop signal (the loss stays the plain squared error,
+which for a masked fit is an unbiased proxy of the squared error to the clean image, so of PSNR),
+``--weight both`` the two.
+
 Results: docs/engine.md, "Microscopy noise" (1 thread).
 """
 
@@ -24,8 +28,9 @@ import numpy as np
 from time_to_quality import DATA, load_set, psnr  # same folder
 
 
-def weight_pixels(fitter, floor: float) -> None:
-    """Multiply ``fitter``'s pixel weights by 1 / (estimated noise variance at the local mean)."""
+def weight_pixels(fitter, floor: float, where: str = "loss") -> None:
+    """Multiply ``fitter``'s pixel weights (``where="loss"``), its hold-out rule's weights
+    (``"holdout"``) or both (``"both"``) by 1 / (estimated noise variance at the local mean)."""
     import torch
     import torch.nn.functional as F
 
@@ -42,8 +47,17 @@ def weight_pixels(fitter, floor: float) -> None:
     var = np.maximum(var, floor * float(np.median(var)))
     w = torch.from_numpy(1.0 / var).float()[None, None].to(fitter.weight.device).expand_as(fitter.weight)
     known = fitter.weight > 0
-    fitter.weight = (fitter.weight * w / w[known].mean()).contiguous()
-    fitter.all_weights_one = False
+    if where in ("loss", "both"):
+        fitter.weight = (fitter.weight * w / w[known].mean()).contiguous()
+        fitter.all_weights_one = False
+    if where in ("holdout", "both"):
+        from napari_dip.core.stopping import HoldOut
+
+        for rule in fitter.rules:
+            if isinstance(rule, HoldOut):  # its error: a variance-weighted mean over the held-out pixels
+                held = rule.held_out * w[:, : rule.held_out.shape[1]]
+                rule.held_out = held / held[held > 0].mean() * (rule.held_out > 0)
+                rule.count = float(rule.held_out.sum())
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -51,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--set", default="fmd128", choices=["fmd128", "fmd256"])
     p.add_argument("--images", nargs="+", default=["Confocal", "TwoPhoton"])
     p.add_argument("--floor", type=float, default=0.25)
+    p.add_argument("--weight", default="loss", choices=["loss", "holdout", "both"],
+                   help="what the weights apply to: the loss, the hold-out stop signal, or both")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     import torch
@@ -65,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     def patched(self, *a, **kw) -> None:
         original(self, *a, **kw)
         if mode["weighted"] and self.masked:
-            weight_pixels(self, args.floor)
+            weight_pixels(self, args.floor, args.weight)
 
     fitmod.Fitter.__init__ = patched
     diffs, plain, weighted = [], [], []
