@@ -99,6 +99,22 @@ def test_neighbour_planes_refuse_what_they_cannot_do():
         Fitter(target, settings=get_settings("fast", "denoise"), context=torch.zeros(1, 2, 48, 48), device="cpu")
 
 
+def test_auto_uses_one_neighbour_plane_where_it_applies():
+    from napari_dip.distributed import StackJob
+
+    clean, noisy = _stack()
+    assert Restoration("denoise", noisy, device="cpu").neighbour_planes == 1  # the default: 'auto'
+    assert Restoration("denoise", noisy, neighbour_planes="auto", preset="pretrained").neighbour_planes == 1
+    assert Restoration("denoise", noisy[0], device="cpu").neighbour_planes == 0  # one plane
+    assert Restoration("denoise", noisy, preset="fast").neighbour_planes == 0  # no input to show them in
+    assert Restoration("inpaint", noisy, mask=np.eye(48, dtype=bool)).neighbour_planes == 0
+    assert Restoration("denoise", noisy, batch_size=2).neighbour_planes == 0  # planes fitted together
+    assert Restoration("denoise", noisy, neighbour_planes=0).neighbour_planes == 0
+    with pytest.raises(ValueError, match="batch_size=2"):
+        Restoration("denoise", noisy, neighbour_planes=1, batch_size=2)
+    StackJob("denoise", noisy, neighbour_planes="auto")  # 'auto' is 0 for jobs that fit planes independently
+
+
 def _cli(argv: list[str]) -> int:
     try:
         return _main(argv)
@@ -116,7 +132,7 @@ def test_cli_neighbour_planes(tmp_path, capsys):
     assert _cli(["denoise", str(src), "-o", str(tmp_path / "o.zarr"), "--neighbour-planes", "1"]) == 2
     assert "--neighbour-planes" in capsys.readouterr().err and not (tmp_path / "o.zarr").exists()
     assert _cli(["denoise", str(src), "-o", str(tmp_path / "o2.tif"), "--neighbour-planes", "-1"]) == 2
-    assert "whole number >= 0" in capsys.readouterr().err
+    assert "'auto' or a whole number >= 0" in capsys.readouterr().err
 
 
 def test_cli_warm_start_and_its_patience_and_floor(tmp_path, capsys, monkeypatch):
@@ -138,6 +154,12 @@ def test_cli_warm_start_and_its_patience_and_floor(tmp_path, capsys, monkeypatch
                  "--warm-stop-patience", "10", "--warm-min-iterations", "20", "--iterations", "3", "--quiet"]) == 0
     assert seen["warm_start"] is True and seen["warm_stop_patience"] == 10 and seen["warm_min_iterations"] == 20
     assert seen["neighbour_planes"] == 1 and tifffile.imread(out).shape == noisy.shape
+    seen.clear()  # without the option: the engine's default ('auto')
+    assert _cli(["denoise", str(src), "-o", str(tmp_path / "auto.tif"), "--iterations", "3", "--quiet"]) == 0
+    assert "neighbour_planes" not in seen
+    assert _cli(["denoise", str(src), "-o", str(tmp_path / "auto2.tif"), "--neighbour-planes", "auto",
+                 "--iterations", "3", "--quiet"]) == 0
+    assert "neighbour_planes" not in seen
     assert _cli(["denoise", str(src), "-o", str(tmp_path / "o.tif"), "--warm-stop-patience", "10"]) == 2
     assert "add --warm-start" in capsys.readouterr().err
     assert _cli(["denoise", str(src), "-o", str(tmp_path / "o.tif"), "--warm-start", "--warm-min-iterations", "0"]) == 2

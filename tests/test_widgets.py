@@ -302,12 +302,16 @@ def test_the_neighbour_planes_control_reaches_the_fit_and_its_record(qtbot, view
 
     layer, data = stack_layer(viewer, planes=3)
     w = make_widget(DenoiseWidget, viewer, layer, iterations=4, preview_every=0, preset="pretrained")
-    assert w.neighbour_planes in list(w.advanced) and w.neighbour_planes.value == 0
+    assert w.neighbour_planes in list(w.advanced) and w.neighbour_planes.value == "auto"
+    assert w.options().neighbour_planes == "auto" and w._build_job(w._read_input(), w.options()).neighbour_planes == 1
+    w.neighbour_planes.value = 0
     alone = start_and_wait(qtbot, w, FIT_TIMEOUT)
     assert alone.metadata["napari_dip"]["options"]["neighbour_planes"] == 0
+    assert alone.metadata["napari_dip"]["neighbour_planes"] == 0
     w.neighbour_planes.value = 1
     seen = start_and_wait(qtbot, w, FIT_TIMEOUT)
     assert seen.metadata["napari_dip"]["options"]["neighbour_planes"] == 1
+    assert seen.metadata["napari_dip"]["neighbour_planes"] == 1
     assert np.isfinite(seen.data).all() and not np.array_equal(seen.data, alone.data)  # the fit saw them
 
 

@@ -62,10 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the read noise's variance in intensity units squared (>= 0)")
     p.add_argument("--noise-offset", type=float, default=None, metavar="C",
                    help="the camera's offset (the intensity of zero photons; default 0)")
-    p.add_argument("--neighbour-planes", type=_whole_number(0), default=0, metavar="K",
+    p.add_argument("--neighbour-planes", type=_whole_number(0, "auto"), default="auto", metavar="K",
                    help="stacks, masked fits (preset auto on a CPU, pretrained): let the network also see K planes "
                         "on each side of the one it fits (their noise is independent, their structure alike); "
-                        "default 0: each plane alone")
+                        "0: each plane alone; default auto: 1 where it applies (not with a .zarr output or "
+                        "--scheduler, which fit planes independently), else 0")
     p.set_defaults(handler=run_restoration)
     p = subparsers.add_parser("inpaint", help="fill in masked pixels")
     add_common(p)
@@ -105,16 +106,19 @@ def _add_warm(p: argparse.ArgumentParser) -> None:
                    help="with --warm-start: no stop before this iteration on the warm planes (default: the preset's)")
 
 
-def _whole_number(minimum: int):
-    """An argparse type: a whole number >= ``minimum``."""
+def _whole_number(minimum: int, word: str | None = None):
+    """An argparse type: a whole number >= ``minimum`` (or ``word`` itself, where given)."""
 
-    def parse(text: str) -> int:
+    def parse(text: str) -> int | str:
+        if word is not None and text == word:
+            return word
         try:
             n = int(text)
         except ValueError:
             n = None
         if n is None or n < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {f'{word!r} or ' if word else ''}a whole number >= {minimum}, "
+                                             f"got {text!r}")
         return n
 
     return parse
@@ -144,8 +148,8 @@ def run_restoration(args: argparse.Namespace) -> int:
     for key in ("noise_model", "noise_gain", "noise_read_variance", "noise_offset"):
         if getattr(args, key, None) is not None:  # denoise only; unset keeps the engine's default
             kwargs[key] = getattr(args, key)
-    if getattr(args, "neighbour_planes", 0):
-        kwargs["neighbour_planes"] = args.neighbour_planes
+    if getattr(args, "neighbour_planes", "auto") != "auto":
+        kwargs["neighbour_planes"] = args.neighbour_planes  # unset ('auto'): the engine's default
     for key in ("warm_stop_patience", "warm_min_iterations"):
         if getattr(args, key, None) is not None:
             if not args.warm_start:

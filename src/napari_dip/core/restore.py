@@ -116,14 +116,17 @@ class Restoration:
         Super-resolution downsampling kernel.
     warm_start : bool
         Start each plane from the previous plane's final weights.
-    neighbour_planes : int
+    neighbour_planes : int or 'auto'
         Denoising a stack with a masked fit (the ``pretrained`` preset; ``auto`` on a CPU): the
         network also sees this many planes on each side of the one it fits, along the last stack
         axis (:meth:`neighbours`), in the same intensity scale. Their noise is independent of the
         plane's and their structure mostly is not, so each hidden pixel is predicted from its own
-        neighbours in the plane and from the same place one plane up and down. 0 (default): each
-        plane alone. Measured on z-stacks (docs/performance.md): +1.7 dB where neighbouring planes
-        look alike, +0.1 dB where they do not; not measured on time series with moving structures.
+        neighbours in the plane and from the same place one plane up and down. 0: each plane alone.
+        ``'auto'`` (default): 1 where it applies (denoising a stack of at least 2 planes with a masked
+        fit, one plane at a time), else 0. Measured (docs/performance.md): on three z-stacks with
+        synthetic shot noise +1.7, +1.8 and +0.1 dB (planes that differ), on the FMD frame series with
+        the microscopes' real noise +0.3 to +1.2 dB, at the same time per iteration; not measured on
+        time series with moving structures. The value used is :attr:`neighbour_planes`.
     tile : 'auto', None or int
         Planes whose estimated memory exceeds ``max_memory`` are fitted in overlapping square
         tiles blended without seams (``'auto'``: the largest tile side that fits), or refused with
@@ -149,7 +152,7 @@ class Restoration:
                  channel_axis: int | None = None, rgb: bool | None = None, preview_every: int = 0,
                  precision: str = "auto", kernel: str = "lanczos2", warm_start: bool = False,
                  tile: str | int | None = "auto", tile_overlap: int = 32, max_memory: int | None = None,
-                 batch_size: int = 1, neighbour_planes: int = 0, **overrides):
+                 batch_size: int = 1, neighbour_planes: int | str = "auto", **overrides):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
         self.task = task
@@ -234,9 +237,15 @@ class Restoration:
         return self.layout.n_slices
 
     def _check_neighbours(self, k: Any) -> int:
-        """Validate ``neighbour_planes`` against the task, the settings and the stack."""
+        """Validate ``neighbour_planes`` against the task, the settings and the stack (``'auto'``: 1
+        where neighbours apply, else 0)."""
+        depth = self.layout.stack_shape[-1] if self.layout.stack_shape else 1
+        if isinstance(k, str) and k == "auto":
+            applies = (self.task == "denoise" and self.settings.input_kind == "masked" and depth >= 2
+                       and self.batch_size == 1)
+            return 1 if applies else 0
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-            raise ValueError(f"neighbour_planes must be a whole number >= 0, got {k!r}")
+            raise ValueError(f"neighbour_planes must be 'auto' or a whole number >= 0, got {k!r}")
         k = int(k)
         if k == 0:
             return 0
@@ -246,10 +255,12 @@ class Restoration:
         if self.settings.input_kind != "masked":
             raise ValueError("neighbour_planes needs a masked fit (preset 'pretrained', or 'auto' on a CPU): "
                              "a fit from a random code has no input to show the neighbours in")
-        depth = self.layout.stack_shape[-1] if self.layout.stack_shape else 1
         if depth < 2:
             raise ValueError(f"neighbour_planes={k} needs a stack of at least 2 planes along its last stack axis, "
                              f"the image has {depth}")
+        if self.batch_size > 1:
+            raise ValueError(f"neighbour_planes={k} fits one plane at a time with its neighbours: not with "
+                             f"batch_size={self.batch_size} (use batch_size=1, or neighbour_planes=0 to batch)")
         return k
 
     def neighbours(self, s: int) -> list[int]:

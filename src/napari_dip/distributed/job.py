@@ -160,7 +160,8 @@ class StackJob:
         ``preset``, ``device``, ``seed``, ``channel_axis``, ``rgb``, ``precision``, ``kernel`` and
         any :class:`~napari_dip.core.settings.Settings` field. ``preview_every`` is accepted and
         ignored (no snapshots travel back); ``warm_start=True`` is refused (it chains the planes), and
-        so is ``neighbour_planes`` above 0 (each plane's fit would need its neighbours' data).
+        so is ``neighbour_planes`` above 0 (each plane's fit would need its neighbours' data);
+        ``'auto'`` (the default of :class:`Restoration`) means 0 here.
 
     Raises
     ------
@@ -173,14 +174,14 @@ class StackJob:
                  scheduler: Any = None, resume: bool = True, overwrite: bool = False,
                  torch_threads: int | None = 1, retries: int = 0, factor: int | None = None,
                  channel_axis: int | None = None, rgb: bool | None = None, warm_start: bool = False,
-                 preview_every: int = 0, calibration: Calibration | None = None, neighbour_planes: int = 0,
+                 preview_every: int = 0, calibration: Calibration | None = None, neighbour_planes: int | str = 0,
                  **fit_kwargs: Any):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
         if warm_start:
             raise ValueError("warm_start=True chains each plane's fit to the previous one, so the planes are "
                              "no longer independent; it is not available for distributed stack jobs")
-        if neighbour_planes:
+        if not (isinstance(neighbour_planes, str) and neighbour_planes == "auto") and neighbour_planes:
             raise ValueError("neighbour_planes shows each plane's fit its neighbouring planes; distributed stack jobs "
                              "fit every plane on its own: use Restoration (or a .tif output) for it")
         self.task = task

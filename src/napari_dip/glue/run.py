@@ -49,9 +49,10 @@ class RunOptions:
         a new minimum and runs at least twice as many (``warm_stop_patience`` and
         ``warm_min_iterations`` of :class:`~napari_dip.core.settings.Settings`); 0: the preset's
         patience and floor, as for the first plane.
-    neighbour_planes : int
+    neighbour_planes : int or 'auto'
         Denoising a stack with a masked fit: the network also sees this many planes on each side
-        of the plane it fits (:class:`~napari_dip.core.restore.Restoration`); 0: each plane alone.
+        of the plane it fits (:class:`~napari_dip.core.restore.Restoration`); 0: each plane alone;
+        ``'auto'`` (default): 1 where that applies, else 0.
     precision : str
         ``'auto'`` (fp32; TF32 arithmetic on CUDA), ``'fp32'`` or ``'bf16'`` (faster on CPUs with
         AMX, slightly lower quality; see docs/performance.md).
@@ -76,7 +77,7 @@ class RunOptions:
     preview_every: int = 25
     warm_start: bool = False
     warm_patience: int = 0
-    neighbour_planes: int = 0
+    neighbour_planes: int | str = "auto"
     precision: str = "auto"
     factor: int = 4
     kernel: str = "lanczos2"
@@ -131,7 +132,7 @@ def build_restoration(task: str, inp: ImageInput, options: RunOptions, mask: np.
         kwargs["kernel"] = options.kernel
     job = Restoration(task, inp.data, iterations=iterations, preset=preset, device=options.device,
                       seed=int(options.seed), rgb=inp.rgb, preview_every=int(options.preview_every),
-                      warm_start=bool(options.warm_start), neighbour_planes=int(options.neighbour_planes),
+                      warm_start=bool(options.warm_start), neighbour_planes=options.neighbour_planes,
                       precision=str(options.precision), **kwargs,
                       **overrides)
     if settings is not None:

@@ -877,6 +877,7 @@ class RestorationWidget(_RunSlots, Container):
         opts = run["options"]
         return {"task": self.task, "source": run["inp"].name, "factor": job.factor,
                 "preset": job.resolved_preset,
+                "neighbour_planes": int(getattr(job, "neighbour_planes", 0)),  # the number used ('auto' resolved)
                 "options": {k: getattr(opts, k) for k in opts.__dataclass_fields__},
                 "tile": job.tile_side, "history": job.history()}
 

@@ -104,7 +104,7 @@ class StackJobRunner(_RunSlots):
         if options.warm_start:
             raise ValueError("warm start chains each plane to the previous one, and a stack job fits planes "
                              "independently: turn warm start off")
-        if options.neighbour_planes:
+        if options.neighbour_planes not in (0, "auto"):
             raise ValueError("neighbour planes show each plane's fit its neighbours, and a stack job fits planes "
                              "independently: set neighbour planes to 0")
         store = None
