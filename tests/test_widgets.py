@@ -461,7 +461,9 @@ def test_progress_shows_in_the_activity_panel(qtbot, viewer):
     start_and_wait(qtbot, w, FIT_TIMEOUT, during=during)
     assert seen and all(total == 30 for _d, _n, total in seen)
     assert max(n for _d, n, _t in seen) > 0
-    assert not [p for p in progress._all_instances if "Denoising" in p.desc]  # closed at the end
+    # closed at the end: at once, or on the next turn of the event loop when the run ended inside one of the
+    # activity bar's own processEvents calls (_ActivityProgress.close defers it then; seen on a loaded CI machine)
+    qtbot.waitUntil(lambda: not [p for p in progress._all_instances if "Denoising" in p.desc], timeout=5_000)
 
 
 def test_plot_draws_only_when_shown_and_follows_the_theme(qtbot, viewer):
