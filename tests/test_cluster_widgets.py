@@ -209,6 +209,7 @@ def test_super_resolution_and_inpainting_in_this_process_into_a_store(qtbot, vie
 @pytest.mark.parametrize(("setup", "message"), [
     (dict(plane_mode="current"), "a stack job fits every plane"),
     (dict(warm_start=True), "turn warm start off"),
+    (dict(neighbour_planes=1), "set neighbour planes to auto or 0"),  # auto (the default) runs: the test above
     (dict(store="out.tif"), "must be a folder ending in .zarr"),
 ])
 def test_stack_job_options_that_do_not_apply_are_refused(viewer, notes, tmp_path, setup, message):

@@ -106,7 +106,7 @@ class StackJobRunner(_RunSlots):
                              "independently: turn warm start off")
         if options.neighbour_planes not in (0, "auto"):
             raise ValueError("neighbour planes show each plane's fit its neighbours, and a stack job fits planes "
-                             "independently: set neighbour planes to 0")
+                             "independently: set neighbour planes to auto or 0")
         store = None
         if self.store.value is not None and str(self.store.value).strip():
             path = Path(str(self.store.value)).expanduser()
