@@ -181,7 +181,7 @@ class StackJob:
         if warm_start:
             raise ValueError("warm_start=True chains each plane's fit to the previous one, so the planes are "
                              "no longer independent; it is not available for distributed stack jobs")
-        if not (isinstance(neighbour_planes, str) and neighbour_planes == "auto") and neighbour_planes:
+        if neighbour_planes != "auto" and neighbour_planes:
             raise ValueError("neighbour_planes shows each plane's fit its neighbouring planes; distributed stack jobs "
                              "fit every plane on its own: use Restoration (or a .tif output) for it")
         self.task = task
