@@ -19,6 +19,7 @@ import torch
 
 from .devices import resolve_device
 from .fit import DIPMemoryError, FitResult, Fitter, Snapshot, check_iterations, drain
+from .fusion import FusionPlan, check_pixel_fusion, plan_fusion
 from .layout import Intensity, check_image, check_mask, get_plane, infer_layout, put_plane
 from .memory import available_bytes, estimate_fit_bytes, format_bytes, largest_fitting_side
 from .noise import NoisePlan, check_noise_settings, plan_noise
@@ -171,6 +172,7 @@ class Restoration:
                                 else "custom")
         self.settings = get_settings(preset, task, device=self.device, channels=channels, **overrides)
         check_noise_settings(self.settings, task)
+        check_pixel_fusion(self.settings, task)
         self.image = arr
         h, w = self.layout.plane_shape
         self.factor = 1
@@ -220,6 +222,9 @@ class Restoration:
         self.fits: list[FitResult | None] = [None] * self.layout.n_slices
         #: each plane's noise model (:func:`~napari_dip.core.noise.plan_noise`), made when it is first fitted
         self.noise: list[NoisePlan | None] = [None] * self.layout.n_slices
+        #: each plane's pixel fusion (:func:`~napari_dip.core.fusion.plan_fusion`), made when it is first fitted
+        self.fusion: list[FusionPlan | None] = [None] * self.layout.n_slices
+        self._fusion_weight: list[float | None] = [None] * self.layout.n_slices
         self.current: Fitter | None = None
         self.current_slice = -1
         self._tile: tuple | None = None
@@ -328,10 +333,30 @@ class Restoration:
                                        rgb=self.layout.rgb)
         return self.noise[s]
 
+    def fusion_plan(self, s: int) -> FusionPlan:
+        """Plane ``s``'s pixel fusion (decided on the whole plane once, also when tiled)."""
+        if self.fusion[s] is None:
+            noise = self.noise_plan(s)
+            self.fusion[s] = plan_fusion(get_plane(self.layout, self.image, s), self.settings, self.task,
+                                         noise=noise, rgb=self.layout.rgb)
+        return self.fusion[s]
+
+    def _fused(self, s: int, image: np.ndarray | None, final: bool = False) -> np.ndarray | None:
+        """Plane ``s``'s estimate ``(H, W, C)`` fused with its noisy pixels where its plan says so."""
+        if image is None or not self.fusion_plan(s).on:
+            return image
+        fused = self.fusion_plan(s).apply(get_plane(self.layout, self.image, s), image)
+        if final:
+            self._fusion_weight[s] = fused.mean_weight
+        return fused.image
+
     def _with_noise(self, s: int, res: FitResult, **changes: Any) -> FitResult:
-        """``res`` without its image, its history holding plane ``s``'s noise model."""
-        plan = self.noise[s]
-        history = {**res.history, **plan.history()} if plan is not None else res.history
+        """``res`` without its image, its history holding plane ``s``'s noise model and pixel fusion."""
+        history = dict(res.history)
+        if self.noise[s] is not None:
+            history.update(self.noise[s].history())
+        if self.fusion[s] is not None:
+            history.update(self.fusion[s].history(self._fusion_weight[s]))
         return dataclasses.replace(res, image=None, history=history, **changes)
 
     def _problem(self, s: int, region: tuple[int, int, int, int] | None = None
@@ -424,10 +449,10 @@ class Restoration:
         self._batch_planes = planes
         label = f"planes {planes[0] + 1}-{planes[-1] + 1} together"
         res: FitResult = yield from _relay(self.current.steps(), lambda snap: dataclasses.replace(
-            snap, image=_first(snap.image), ema=_first(snap.ema), message=snap.message or label,
-            slice_index=planes[0], n_slices=self.n_slices))
+            snap, image=_first(snap.image), ema=self._fused(planes[0], _first(snap.ema)),
+            message=snap.message or label, slice_index=planes[0], n_slices=self.n_slices))
         for g, (s, image) in enumerate(zip(planes, res.image)):
-            put_plane(self.layout, self.output, s, image)
+            put_plane(self.layout, self.output, s, self._fused(s, image, final=True))
             best = self.current.group_best[g] if self.current.auto and self.current.group_best[g] else res.iterations
             self.fits[s] = self._with_noise(s, res, best_iteration=best)
             self.done[s] = True
@@ -471,9 +496,11 @@ class Restoration:
                 label = f"tile {k + 1}/{len(regions)}"
 
                 def tag(snap: Snapshot, s=s, tiled=tiled, label=label) -> Snapshot:
-                    if tiled:  # previews show the whole plane: finished tiles plus this one
+                    if tiled:  # previews show the whole plane: finished tiles plus this one (unfused)
                         snap = dataclasses.replace(snap, image=self._blend_or_none(snap.image),
                                                    ema=self._blend_or_none(snap.ema), message=snap.message or label)
+                    else:  # the estimate as it would be kept now
+                        snap = dataclasses.replace(snap, ema=self._fused(s, snap.ema))
                     return dataclasses.replace(snap, slice_index=s, n_slices=self.n_slices)
 
                 res = yield from _relay(self.current.steps(), tag)
@@ -483,7 +510,7 @@ class Restoration:
             if acc is not None:
                 res = dataclasses.replace(res, image=(acc / wsum).astype(np.float32), iterations=iterations)
             self._tile = None
-            put_plane(self.layout, self.output, s, res.image)
+            put_plane(self.layout, self.output, s, self._fused(s, res.image, final=True))
             self.fits[s] = self._with_noise(s, res)
             self.done[s] = True
             if self.warm_start:
@@ -527,11 +554,13 @@ class Restoration:
         fitter = self.current
         if fitter is not None and fitter.has_estimate and self._batch_planes is not None:
             for s, image in zip(self._batch_planes, fitter.result(cancelled).image):
-                put_plane(self.layout, out, s, image)
+                put_plane(self.layout, out, s, self._fused(s, image))
         elif fitter is not None and fitter.has_estimate:
             image = fitter.result(cancelled).image
-            if self._tile is not None:  # tiled: blend with the finished tiles
+            if self._tile is not None:  # tiled: blend with the finished tiles (unfused: parts may be NaN)
                 image = self._blend_preview(image)
+            else:
+                image = self._fused(self.current_slice, image)
             put_plane(self.layout, out, self.current_slice, image)
         return out
 

@@ -93,6 +93,13 @@ class Settings:
         noise_offset) + noise_read_variance`` (gain > 0, read variance >= 0; offset default 0).
         Given (with ``noise_model='poisson-gaussian'`` or ``'auto'``), they are used instead of the
         estimate; with ``'gaussian'`` they are an error.
+    pixel_fusion : {'auto', True, False}
+        Denoising with a masked fit: combine the estimate, which never saw a pixel's own noise, with
+        that noisy pixel, weighted by the measured noise variance against a local measure of the
+        estimate's own error (a local Wiener step; :mod:`napari_dip.core.fusion`). ``'auto'``
+        (default): where the noise is independent from pixel to pixel (not on correlated noise such
+        as FMD wide-field frames). Measured in docs/engine.md ("Pixel fusion"). Other fits: off
+        (True is an error there).
     """
 
     network: str = "skip"
@@ -122,6 +129,7 @@ class Settings:
     noise_gain: float | None = None
     noise_read_variance: float | None = None
     noise_offset: float | None = None
+    pixel_fusion: str | bool = "auto"
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes``; unknown names raise a ``TypeError`` listing the valid ones."""
