@@ -297,6 +297,27 @@ def test_the_noise_model_control_reaches_the_fit_and_its_record(qtbot, viewer):
     assert 0 < out.data.mean() < 4095
 
 
+def test_the_pixel_fusion_control_reaches_the_fit_its_record_and_the_status(qtbot, viewer):
+    from napari_dip.widgets import DenoiseWidget
+
+    _clean, noisy = noisy_cells((96, 96), photons=30, seed=0)
+    layer = viewer.add_image(noisy, name="cells")
+    w = make_widget(DenoiseWidget, viewer, layer, iterations=10, preview_every=0, preset="pretrained")
+    assert w.pixel_fusion in list(w.advanced) and w.pixel_fusion.value == "auto"
+    assert list(w.pixel_fusion.choices) == ["auto", True, False]
+    fused = start_and_wait(qtbot, w, FIT_TIMEOUT)
+    noise = fused.metadata["napari_dip"]["planes"][0]["noise"]
+    assert noise["fusion"] is True and 0 < noise["fusion_weight"] < 1, noise
+    assert "Each pixel's own noisy value weighed back in (pixel fusion) at a mean weight of" in w.status.value
+    w.pixel_fusion.value = False
+    plain = start_and_wait(qtbot, w, FIT_TIMEOUT)
+    meta = plain.metadata["napari_dip"]
+    assert meta["options"]["pixel_fusion"] is False and meta["planes"][0]["noise"]["fusion"] is False
+    assert "pixel fusion" not in w.status.value
+    assert not np.array_equal(plain.data, fused.data)
+    np.testing.assert_array_equal(layer.data, noisy)  # the input layer is untouched
+
+
 def test_the_neighbour_planes_control_reaches_the_fit_and_its_record(qtbot, viewer):
     from napari_dip.widgets import DenoiseWidget
 

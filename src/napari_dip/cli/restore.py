@@ -62,6 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the read noise's variance in intensity units squared (>= 0)")
     p.add_argument("--noise-offset", type=float, default=None, metavar="C",
                    help="the camera's offset (the intensity of zero photons; default 0)")
+    p.add_argument("--pixel-fusion", choices=["auto", "on", "off"], default=None,
+                   help="masked fits (preset auto on a CPU, pretrained): weigh each pixel's own noisy value back "
+                        "into the estimate, by the measured noise against the estimate's local error; default "
+                        "auto: where the noise is independent from pixel to pixel")
     p.add_argument("--neighbour-planes", type=_whole_number(0, "auto"), default="auto", metavar="K",
                    help="stacks, masked fits (preset auto on a CPU, pretrained): let the network also see K planes "
                         "on each side of the one it fits (their noise is independent, their structure alike); "
@@ -148,6 +152,8 @@ def run_restoration(args: argparse.Namespace) -> int:
     for key in ("noise_model", "noise_gain", "noise_read_variance", "noise_offset"):
         if getattr(args, key, None) is not None:  # denoise only; unset keeps the engine's default
             kwargs[key] = getattr(args, key)
+    if getattr(args, "pixel_fusion", None) is not None:  # unset: the engine's default ('auto')
+        kwargs["pixel_fusion"] = {"auto": "auto", "on": True, "off": False}[args.pixel_fusion]
     if getattr(args, "neighbour_planes", "auto") != "auto":
         kwargs["neighbour_planes"] = args.neighbour_planes  # unset ('auto'): the engine's default
     for key in ("warm_stop_patience", "warm_min_iterations"):

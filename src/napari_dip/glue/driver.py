@@ -210,7 +210,9 @@ class PlaneRecord:
         For a cancelled or failed plane: the iteration reached in the fit (tile) in progress.
     noise : dict or None
         The plane's noise model (:func:`noise_record`): the model fitted, the one asked for, and with
-        the Poisson-Gaussian model the camera parameters and whether they were estimated or given.
+        the Poisson-Gaussian model the camera parameters and whether they were estimated or given;
+        ``fusion`` (whether the noisy pixels were weighed back in, :mod:`napari_dip.core.fusion`), its
+        ``fusion_weight`` (the mean weight of the noisy pixels) and a ``fusion_note`` where it was not.
     """
 
     index: int
@@ -242,7 +244,8 @@ class PlaneRecord:
 #: ``history`` keys of a fit's noise model (:meth:`~napari_dip.core.noise.NoisePlan.history`) -> record keys.
 _NOISE_KEYS = {"noise_model": "model", "noise_model_requested": "requested", "noise_source": "source",
                "noise_gain": "gain", "noise_read_variance": "read_variance", "noise_offset": "offset",
-               "noise_note": "note"}
+               "noise_note": "note", "pixel_fusion": "fusion", "pixel_fusion_source": "fusion_source",
+               "pixel_fusion_weight": "fusion_weight", "pixel_fusion_note": "fusion_note"}
 
 
 def noise_record(history: dict[str, Any] | None) -> dict[str, Any] | None:

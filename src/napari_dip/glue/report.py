@@ -120,7 +120,7 @@ def _endings(records: list[PlaneRecord], cap: int, stack: bool) -> list[str]:
 
 
 def _noise_sentence(records: list[PlaneRecord], stack: bool) -> str | None:
-    """What the noise model did, when it is not the plain Gaussian one (None otherwise)."""
+    """What the noise model did when it is not the plain Gaussian one, and the pixel fusion (None if nothing)."""
     noted = [r for r in records if r.noise]
     pg = [r for r in noted if r.noise.get("model") == "poisson-gaussian"]
     fell_back = [r for r in noted if r.noise.get("note") and r.noise.get("model") != "poisson-gaussian"]
@@ -136,6 +136,15 @@ def _noise_sentence(records: list[PlaneRecord], stack: bool) -> str | None:
     if fell_back:
         where = f" on {_planes(len(fell_back))}" if stack else ""
         out.append(f"Gaussian noise model{where}: {fell_back[0].noise['note']}")
+    fused = [r for r in noted if r.noise.get("fusion")]
+    skipped = [r for r in noted if r.noise.get("fusion_note")]
+    if fused:
+        weights = [float(r.noise["fusion_weight"]) for r in fused if r.noise.get("fusion_weight") is not None]
+        where = f" on {_planes(len(fused))}" if stack else ""
+        mean = f" at a mean weight of {100 * sum(weights) / len(weights):.1f} %" if weights else ""
+        out.append(f"Each pixel's own noisy value weighed back in (pixel fusion){where}{mean}")
+    elif skipped:
+        out.append(f"Pixel fusion off: {skipped[0].noise['fusion_note'].removeprefix('not fused: ')}")
     return ". ".join(out) or None
 
 

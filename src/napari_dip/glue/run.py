@@ -63,6 +63,9 @@ class RunOptions:
     noise_model : str, optional
         Denoising: ``'auto'``, ``'gaussian'`` or ``'poisson-gaussian'`` (see
         :class:`~napari_dip.core.settings.Settings`); None keeps the settings' default.
+    pixel_fusion : 'auto', bool or None
+        Denoising with a masked fit: weigh each pixel's own noisy value back into the estimate (see
+        :class:`~napari_dip.core.settings.Settings`); None keeps the settings' default ('auto').
     overrides : dict, optional
         Any other :class:`~napari_dip.core.settings.Settings` field (``lr``, ``ema``, ...), and the
         :class:`~napari_dip.core.restore.Restoration` memory options ``tile``, ``tile_overlap`` and
@@ -82,13 +85,16 @@ class RunOptions:
     factor: int = 4
     kernel: str = "lanczos2"
     noise_model: str | None = None
+    pixel_fusion: str | bool | None = None
     overrides: dict[str, Any] | None = None
 
     def setting_overrides(self) -> dict[str, Any]:
         """:class:`~napari_dip.core.settings.Settings` fields to override: ``overrides`` (a copy) plus
-        ``noise_model`` where chosen and the warm planes' patience and floor where ``warm_patience``
+        ``noise_model`` and ``pixel_fusion`` where chosen and the warm planes' patience and floor where ``warm_patience``
         is set with ``warm_start`` (an ``overrides`` entry of the same name wins)."""
         chosen: dict[str, Any] = {} if self.noise_model is None else {"noise_model": str(self.noise_model)}
+        if self.pixel_fusion is not None:
+            chosen["pixel_fusion"] = self.pixel_fusion
         if int(self.warm_patience) < 0:
             raise ValueError(f"warm_patience must be 0 (the preset's) or positive, got {self.warm_patience}")
         if self.warm_start and self.warm_patience:

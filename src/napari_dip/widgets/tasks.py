@@ -51,12 +51,20 @@ class DenoiseWidget(RestorationWidget):
                     "on a CPU), else 0. On a 32-plane confocal stack 1 gave +1.7 dB for the same time, on the "
                     "FMD frame series (real noise) +0.3 to +1.2 dB; with warm start and a patience of 10, "
                     "+1.0 dB in 5x fewer iterations. Other numbers need the 'pretrained' fit")
+        self.pixel_fusion = ComboBox(
+            name="pixel_fusion", label="pixel fusion", value="auto",
+            choices=[("auto", "auto"), ("on", True), ("off", False)],
+            tooltip="The 'pretrained' fit ('auto' on a CPU) predicts each pixel from the others, never from its "
+                    "own noisy value. Pixel fusion weighs that value back in, by the measured noise against the "
+                    "prediction's local error: on the FMD confocal frames +0.3 to +0.9 dB at no fitting cost. "
+                    "'auto': where the noise is independent from pixel to pixel (not on correlated noise, e.g. "
+                    "wide-field cameras). 'on' needs the 'pretrained' fit")
         self._stack_only.append(self.neighbour_planes)
-        return [self.noise_model, self.neighbour_planes]
+        return [self.noise_model, self.pixel_fusion, self.neighbour_planes]
 
     def _task_options(self) -> dict[str, Any]:
         stack = self.image.value is not None and self._layer_planes(self.image.value) > 1
-        return {"noise_model": str(self.noise_model.value),
+        return {"noise_model": str(self.noise_model.value), "pixel_fusion": self.pixel_fusion.value,
                 "neighbour_planes": self.neighbour_planes.value if stack else 0}
 
 
