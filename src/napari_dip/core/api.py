@@ -82,6 +82,11 @@ def super_resolve(image, factor: int, *, iterations: int | str = "auto", preset:
 
 denoise.__doc__ = """Denoise an image or a stack (one fit per 2D plane) with Deep Image Prior.
 
+    A masked fit's estimate (the ``pretrained`` preset, ``'auto'`` on a CPU) is then combined with
+    each pixel's own noisy value, weighted by the noise measured in the image (``pixel_fusion``:
+    ``'auto'`` by default, True or False; :mod:`napari_dip.core.fusion`); the noise model of the fit
+    itself is ``noise_model`` (``'gaussian'`` by default, ``'poisson-gaussian'`` or ``'auto'``).
+
     Parameters
     ----------
     image : array
