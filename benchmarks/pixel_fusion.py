@@ -8,8 +8,8 @@ single weight for the whole plane, and prints the PSNR gain of each over the est
     python benchmarks/pixel_fusion.py --set fmd128 --save est-fmd128.npz
     python benchmarks/pixel_fusion.py --from est-fmd128.npz          # replay without fitting again
 
-Sets: those of ``time_to_quality.py`` (``fmd128``, ``fmd256``, ``color9``) and ``cells`` (the noisy-cells
-sample at 256 px, seeds 0-3). The noise variance is the image's own estimate
+Sets: those of ``time_to_quality.py`` (``fmd128``, ``fmd256``, ``color9`` with ``--color-crop`` px crops,
+default 256) and ``cells`` (the noisy-cells sample at 256 px, seeds 0-3). The noise variance is the image's own estimate
 (:func:`~napari_dip.core.noise.estimate_noise`), as the engine uses it.
 """
 
@@ -27,7 +27,7 @@ from time_to_quality import DATA, Image, load_set, psnr  # same folder
 VARIANTS = [(s, z) for s in (3.0, 5.0, 7.0) for z in (0.0, 1.0, 2.0)]
 
 
-def images(name: str, names: Sequence[str] | None) -> list[Image]:
+def images(name: str, names: Sequence[str] | None, color_crop: int = 256) -> list[Image]:
     if name == "cells":
         from napari_dip.samples import noisy_cells
 
@@ -35,8 +35,8 @@ def images(name: str, names: Sequence[str] | None) -> list[Image]:
         for seed in range(4):
             clean, noisy = noisy_cells(256, seed=seed)
             out.append(Image("cells", f"cells_{seed}", noisy.astype(np.float32), clean * 4095 * 0.8 + 100, 4095.0))
-        return out
-    return load_set(name, DATA, names, 128, 32, 0)
+        return [img for img in out if not names or any(n in img.name for n in names)]
+    return load_set(name, DATA, names, color_crop, 32, 0)
 
 
 def fit_all(imgs: list[Image], threads: int) -> dict[str, np.ndarray]:
@@ -87,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--set", default="fmd128", choices=["fmd128", "fmd256", "color9", "cells"])
     p.add_argument("--images", nargs="+", default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--color-crop", type=int, default=256, help="centre crop of the colour images (px)")
     p.add_argument("--save", type=Path, default=None, help="keep the estimates (.npz) to replay with --from")
     p.add_argument("--from", dest="replay", type=Path, default=None, help="replay saved estimates")
     args = p.parse_args(argv)
@@ -94,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         with np.load(args.replay) as f:
             saved = {k: f[k] for k in f.files}
     else:
-        imgs = images(args.set, args.images)
+        imgs = images(args.set, args.images, args.color_crop)
         if not imgs:
             return
         saved = fit_all(imgs, args.threads)
