@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .noise import NoiseEstimationError, NoiseModelWarning, NoisePlan, PoissonGaussian, estimate_noise
+from .noise import NoiseEstimationError, NoiseModelWarning, NoisePlan, channel_groups, estimate_noise, given_model
 
 __all__ = ["PIXEL_FUSION", "SIGMA", "Z", "Fusion", "FusionPlan", "check_pixel_fusion", "fuse", "plan_fusion",
            "threshold"]
@@ -209,12 +209,10 @@ def plan_fusion(plane: np.ndarray, settings: Any, task: str, noise: NoisePlan | 
     x = np.asarray(plane, np.float64)
     if x.ndim == 2:
         x = x[..., None]
-    gain = getattr(settings, "noise_gain", None)
-    if gain is not None:
-        offset = getattr(settings, "noise_offset", None)
-        model = PoissonGaussian(gain, settings.noise_read_variance, 0.0 if offset is None else offset)
+    model = given_model(settings)
+    if model is not None:
         return FusionPlan(True, [model.variance], "given")
-    groups = [x] if (rgb or x.shape[-1] == 1) else [x[..., i] for i in range(x.shape[-1])]
+    groups = channel_groups(x, rgb)
     estimates = []
     if noise is not None and noise.estimate is not None and len(groups) == 1:
         estimates = [noise.estimate]

@@ -61,7 +61,7 @@ import numpy as np
 
 __all__ = ["NOISE_MODELS", "GROWTH_THRESHOLD", "MIN_SLOPE_T", "EXACT_INVERSE_PHOTONS", "NoiseEstimate",
            "NoiseEstimationError", "NoiseModelWarning", "NoisePlan", "PoissonGaussian", "check_noise_settings",
-           "choose_noise_model", "clip_levels", "estimate_noise", "plan_noise"]
+           "channel_groups", "choose_noise_model", "clip_levels", "estimate_noise", "given_model", "plan_noise"]
 
 #: valid values of :attr:`~napari_dip.core.settings.Settings.noise_model`
 NOISE_MODELS = ("auto", "gaussian", "poisson-gaussian")
@@ -594,6 +594,21 @@ class NoisePlan:
         return out
 
 
+def given_model(settings: Any) -> PoissonGaussian | None:
+    """The camera's :class:`PoissonGaussian` where ``settings`` give its parameters, else None."""
+    gain = getattr(settings, "noise_gain", None)
+    if gain is None:
+        return None
+    offset = getattr(settings, "noise_offset", None)
+    return PoissonGaussian(gain, settings.noise_read_variance, 0.0 if offset is None else offset)
+
+
+def channel_groups(x: np.ndarray, rgb: bool) -> list[np.ndarray]:
+    """The parts of a plane ``(H, W, C)`` measured apart: all channels pooled for RGB (one camera) or
+    a single channel, else each channel (each its own detector)."""
+    return [x] if (rgb or x.shape[-1] == 1) else [x[..., i] for i in range(x.shape[-1])]
+
+
 def plan_noise(plane: np.ndarray, settings: Any, task: str = "denoise", rgb: bool = False,
                warn: bool = True) -> NoisePlan:
     """The :class:`NoisePlan` of one plane ``(H, W, C)`` (input units) under ``settings``.
@@ -611,12 +626,10 @@ def plan_noise(plane: np.ndarray, settings: Any, task: str = "denoise", rgb: boo
     x = np.asarray(plane, np.float64)
     if x.ndim == 2:
         x = x[..., None]
-    gain = getattr(settings, "noise_gain", None)
-    if gain is not None:
-        offset = getattr(settings, "noise_offset", None)
-        model = PoissonGaussian(gain, settings.noise_read_variance, 0.0 if offset is None else offset)
+    model = given_model(settings)
+    if model is not None:
         return _stabilised(NoisePlan("poisson-gaussian", requested, [model], source="given"), x)
-    groups = [x] if (rgb or x.shape[-1] == 1) else [x[..., i] for i in range(x.shape[-1])]
+    groups = channel_groups(x, rgb)
     estimates, problem = [], None
     for g in groups:
         try:
