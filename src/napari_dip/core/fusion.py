@@ -141,7 +141,7 @@ def check_pixel_fusion(settings: Any, task: str) -> None:
         each pixel's own noise (not a masked fit) or the task is not denoising.
     """
     value = getattr(settings, "pixel_fusion", "auto")
-    if not any(value is v or (isinstance(v, str) and value == v) for v in PIXEL_FUSION):
+    if not (isinstance(value, bool) or (isinstance(value, str) and value == "auto")):
         raise ValueError(f"pixel_fusion must be 'auto', True or False, got {value!r}")
     if value is True and task != "denoise":
         raise ValueError(f"pixel_fusion=True is for denoising, not {task!r} (the pixels it would weigh in are the "

@@ -343,9 +343,10 @@ class Restoration:
 
     def _fused(self, s: int, image: np.ndarray | None, final: bool = False) -> np.ndarray | None:
         """Plane ``s``'s estimate ``(H, W, C)`` fused with its noisy pixels where its plan says so."""
-        if image is None or not self.fusion_plan(s).on:
+        plan = None if image is None else self.fusion_plan(s)
+        if plan is None or not plan.on:
             return image
-        fused = self.fusion_plan(s).apply(get_plane(self.layout, self.image, s), image)
+        fused = plan.apply(get_plane(self.layout, self.image, s), image)
         if final:
             self._fusion_weight[s] = fused.mean_weight
         return fused.image
